@@ -1,0 +1,250 @@
+"""ε-ResNet and plain pre-activation ResNet graphs, built from a block plan (SPEC §3–§5).
+
+One ModelDesc serves both network styles and both variants:
+- `epsilon` a float: every block with a residual branch is gated (ε-ResNet);
+- `epsilon=None`: the plain pre-activation ResNet baseline, with the same variable names.
+A plan whose blocks have `residual=False` builds the reduced network (shortcut path only), so a
+checkpoint of the full network restores into it by name.
+
+Inputs are raw uint8 images; the preprocessing is in the graph (CIFAR-style: subtract the per-pixel
+mean image, divide by 128; ImageNet: scale to [0, 1], normalise by channel mean/std). The mean image is
+a non-trainable variable stored in every checkpoint, so an export needs nothing but the checkpoint.
+"""
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from . import UserError
+from .gate import StrictIdentityGate
+from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
+from .tfcompat import tf, tfv1
+
+from tensorpack import ModelDesc
+from tensorpack.models import (AvgPooling, BatchNorm, BNReLU, Conv2D, FullyConnected, GlobalAvgPooling,
+                               MaxPooling, regularize_cost)
+from tensorpack.tfutils.argscope import argscope
+from tensorpack.tfutils.summary import add_moving_summary, add_param_summary
+from tensorpack.tfutils.tower import get_current_tower_context
+
+DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def shared_scalar_variable(name, initial_value):
+    """A non-trainable float variable created once per graph and shared by every tower.
+
+    Under tensorpack's replicated multi-GPU trainer, a variable made with get_variable inside
+    build_graph is duplicated per tower (`tower1/epsilon`), and hyper-parameter setters only reach
+    tower 0's copy. Keeping the variable in a graph collection and creating it at the root name
+    scope gives one `epsilon:0` (or `learning_rate:0`) that all towers and predictors read.
+    """
+    return _shared_variable(name, np.float32(initial_value))
+
+
+def _shared_variable(name, initial_value):
+    graph = tfv1.get_default_graph()
+    found = graph.get_collection("eps_resnet_shared/" + name)
+    if found:
+        return found[0]
+    with graph.name_scope(None):
+        var = tfv1.Variable(initial_value, name=name, trainable=False, dtype=tf.float32, use_resource=True)
+    graph.add_to_collection("eps_resnet_shared/" + name, var)
+    return var
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything besides the plan that shapes the graph and the optimiser (SPEC §4–§5)."""
+    epsilon: Optional[float] = 2.5          # None: plain ResNet, no gates
+    side_weight: float = 0.1                # 0: no side supervision
+    weight_decay: float = 2e-4
+    weight_decay_every: Optional[int] = 480000  # CIFAR/SVHN: ×0.2 every this many steps; None: constant
+    weight_decay_factor: float = 0.2
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    data_format: str = "NHWC"
+
+    def validate(self):
+        if self.epsilon is not None and not self.epsilon >= 0:
+            raise UserError("epsilon must be >= 0 (or None for a plain ResNet), got %r" % (self.epsilon,))
+        if self.data_format not in DATA_FORMATS:
+            raise UserError("unsupported data format %r; choose NHWC (CPU) or NCHW (GPU)" % (self.data_format,))
+        if self.side_weight < 0:
+            raise UserError("side supervision weight must be >= 0, got %r" % (self.side_weight,))
+        return self
+
+
+class EpsResNet(ModelDesc):
+    """A pre-activation ResNet built from `plan`, gated when `settings.epsilon` is not None."""
+
+    def __init__(self, plan: Plan, settings: ModelSettings = ModelSettings(), mean_image=None):
+        self.plan = plan
+        self.settings = settings.validate()
+        self.gated = settings.epsilon is not None
+        self.side = settings.side_weight > 0 and plan.side_block is not None
+        self.data_format = DATA_FORMATS[settings.data_format]
+        size = plan.image_size
+        if mean_image is None:
+            mean_image = np.zeros((size, size, 3), np.float32)
+        mean_image = np.asarray(mean_image, np.float32)
+        if mean_image.shape != (size, size, 3):
+            raise UserError("mean image has shape %s, the plan expects %s" % (mean_image.shape, (size, size, 3)))
+        self.mean_image = mean_image
+
+    # ---- tensorpack interface -----------------------------------------------------------------
+    def inputs(self):
+        s = self.plan.image_size
+        return [tf.TensorSpec([None, s, s, 3], tf.uint8, "image"),
+                tf.TensorSpec([None], tf.int32, "label")]
+
+    def build_graph(self, image, label):
+        ctx = get_current_tower_context()
+        logits, side_logits, gates = self.forward(image)
+        cost = self._classification_losses(logits, label, "")
+        if side_logits is not None:
+            side_cost = self._classification_losses(side_logits, label, "side_")
+        if self.gated:
+            self._gate_statistics(gates)
+        if not ctx.is_training:
+            return None
+
+        total = cost
+        if side_logits is not None:
+            total = total + self.settings.side_weight * side_cost
+        wd = self._weight_decay()
+        wd_cost = regularize_cost(".*/W", lambda W: tf.nn.l2_loss(W) * wd, name="wd_cost")
+        total = tf.add_n([total, wd_cost], name="cost")
+        add_moving_summary(cost, wd_cost, total, tf.identity(wd, name="weight_decay"))
+        add_param_summary((".*/W", ["histogram", "rms"]))
+        return total
+
+    def optimizer(self):
+        lr = shared_scalar_variable("learning_rate", self.settings.learning_rate)
+        tfv1.summary.scalar("learning_rate-summary", lr)
+        return tfv1.train.MomentumOptimizer(lr, self.settings.momentum, use_nesterov=self.settings.nesterov)
+
+    # ---- the network --------------------------------------------------------------------------
+    def forward(self, image):
+        """Main logits, side-head logits (None without side supervision), and per gated block its
+        (is_discarded, batch_response_max) tensors."""
+        plan = self.plan
+        epsilon = shared_scalar_variable("epsilon", self.settings.epsilon) if self.gated else None
+        x = self._preprocess(image)
+        side_logits = None
+        gates = []
+        with argscope([Conv2D, AvgPooling, MaxPooling, BatchNorm, GlobalAvgPooling], data_format=self.data_format), \
+                argscope(Conv2D, use_bias=False,
+                         kernel_initializer=tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out")):
+            if plan.style == CIFAR_STYLE:
+                x = Conv2D("conv0", x, plan.stem_channels, 3, activation=BNReLU)
+            else:
+                x = Conv2D("conv0", x, plan.stem_channels, 7, strides=2, activation=BNReLU)
+                x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
+            for block in plan.blocks:
+                x = self._block(x, block, epsilon, gates)
+                if self.side and block.name == plan.side_block:
+                    side_logits = self._head(x, "side")
+            logits = self._head(x)
+        return logits, side_logits, gates
+
+    def _preprocess(self, image):
+        with tf.name_scope("preprocess"):
+            x = tf.cast(image, tf.float32)
+            if self.plan.style == CIFAR_STYLE:
+                mean = _shared_variable("mean_image", self.mean_image)
+                x = (x - mean) * (1.0 / 128)
+            else:
+                x = (x * (1.0 / 255) - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+            if self.data_format == "channels_first":
+                x = tf.transpose(x, [0, 3, 1, 2])
+        return x
+
+    def _block(self, x, block, epsilon, gates):
+        channel_axis = 1 if self.data_format == "channels_first" else 3
+        with tfv1.variable_scope(block.name):
+            # What feeds the shortcut and the residual branch (SPEC §3, pre-activation handling).
+            if block.preact == PREACT_NONE:
+                shortcut_in = residual_in = x
+            elif block.preact == PREACT_BOTH:
+                shortcut_in = residual_in = BNReLU("preact", x)
+            else:
+                shortcut_in = x
+                residual_in = BNReLU("preact", x) if block.residual else None
+
+            if block.shortcut == SHORTCUT_POOL_PAD:
+                shortcut = AvgPooling("pool", shortcut_in, 2)
+                pad = (block.out_channels - block.in_channels) // 2
+                paddings = [[0, 0], [0, 0], [0, 0], [0, 0]]
+                paddings[channel_axis] = [pad, block.out_channels - block.in_channels - pad]
+                shortcut = tf.pad(shortcut, paddings)
+            elif block.shortcut == SHORTCUT_CONV:
+                shortcut = Conv2D("convshortcut", shortcut_in, block.out_channels, 1, strides=block.stride)
+            else:
+                shortcut = shortcut_in
+            if not block.residual:
+                return tf.identity(shortcut, name="output")
+
+            if block.kind == "basic":
+                r = Conv2D("conv1", residual_in, block.mid_channels, 3, strides=block.stride, activation=BNReLU)
+                r = Conv2D("conv2", r, block.out_channels, 3)
+            else:
+                r = Conv2D("conv1", residual_in, block.mid_channels, 1, activation=BNReLU)
+                r = Conv2D("conv2", r, block.mid_channels, 3, strides=block.stride, activation=BNReLU)
+                r = Conv2D("conv3", r, block.out_channels, 1)
+            if epsilon is None:
+                return tf.add(shortcut, r, name="output")
+            out = StrictIdentityGate(r, epsilon, shortcut=shortcut)
+            graph, scope = tfv1.get_default_graph(), tfv1.get_default_graph().get_name_scope()
+            gates.append((graph.get_tensor_by_name(scope + "/is_discarded:0"),
+                          graph.get_tensor_by_name(scope + "/batch_response_max:0")))
+            self._response_mean_summary(r)
+            return tf.identity(out, name="output")
+
+    def _head(self, x, scope=""):
+        """BN+ReLU, global average pooling, fully connected: `logits`, or `side_logits` for scope "side"."""
+        with tfv1.variable_scope(scope) if scope else contextlib.nullcontext():
+            x = BNReLU("bnlast", x)
+            x = GlobalAvgPooling("gap", x)
+            logits = FullyConnected("linear", x, self.plan.num_classes)
+        return tf.identity(logits, name=scope + "_logits" if scope else "logits")
+
+    # ---- losses and statistics ----------------------------------------------------------------
+    def _classification_losses(self, logits, label, prefix):
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label, logits=logits)
+        cost = tf.reduce_mean(ce, name=prefix + "cross_entropy_loss")
+        wrong = tf.cast(tf.logical_not(tf.nn.in_top_k(predictions=logits, targets=label, k=1)), tf.float32,
+                        name=prefix + "incorrect_vector")
+        add_moving_summary(tf.reduce_mean(wrong, name=prefix + "train_error"))
+        if self.plan.style != CIFAR_STYLE and not prefix:
+            wrong5 = tf.cast(tf.logical_not(tf.nn.in_top_k(predictions=logits, targets=label, k=5)), tf.float32,
+                             name="incorrect_top5")
+            add_moving_summary(tf.reduce_mean(wrong5, name="train_error_top5"))
+        return cost
+
+    def _gate_statistics(self, gates):
+        """discarded_cnt / discarded_ratio over gated blocks, and moving summaries per block."""
+        flags = [flag for flag, _ in gates]
+        maxima = [batch_max for _, batch_max in gates]
+        cnt = tf.add_n(flags, name="discarded_cnt")
+        ratio = tf.divide(cnt, float(len(flags)), name="discarded_ratio")
+        add_moving_summary(cnt, ratio, *flags, *maxima)
+        eps = shared_scalar_variable("epsilon", self.settings.epsilon)
+        if get_current_tower_context().is_main_training_tower:
+            tfv1.summary.scalar("epsilon-summary", eps)
+
+    def _response_mean_summary(self, residual):
+        # mean|F| is only computed when summaries are written (not every step): it is a full-tensor pass.
+        if get_current_tower_context().is_main_training_tower:
+            tfv1.summary.scalar("response_mean", tf.reduce_mean(tf.abs(residual)))
+
+    def _weight_decay(self):
+        s = self.settings
+        if s.weight_decay_every:
+            step = tfv1.train.get_or_create_global_step()
+            return tfv1.train.exponential_decay(s.weight_decay, step, s.weight_decay_every,
+                                                s.weight_decay_factor, staircase=True)
+        return tf.constant(s.weight_decay, tf.float32)

@@ -1,0 +1,295 @@
+"""The block plan: one description of a network's structure, shared by training, pruning and export.
+
+Pure Python (no TensorFlow). A plan is an ordered tuple of residual blocks plus the stem and head
+settings. The model builds its graph from it, the pruner removes residual branches from it, the
+report counts parameters and FLOPs with it, and it is written as JSON next to every run and export.
+
+FLOPs are counted as multiply-accumulates of convolutions and fully connected layers, the convention
+of He et al. (ResNet-50 ≈ 4.1 G at 224×224).
+"""
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
+
+from . import UserError
+
+CIFAR_STYLE = "cifar"
+IMAGENET_STYLE = "imagenet"
+
+# ImageNet depths: (block kind, blocks per group)
+IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+# How a block's input reaches its two branches.
+PREACT_NONE = "none"          # first block of the network: the stem already ended in BN+ReLU
+PREACT_RESIDUAL = "residual"  # shortcut takes x, residual branch takes BNReLU(x)
+PREACT_BOTH = "both"          # ImageNet first block of groups 1..3: BNReLU(x) feeds both branches
+
+SHORTCUT_IDENTITY = "identity"
+SHORTCUT_POOL_PAD = "pool_pad"  # CIFAR: 2x2 average pool, zero-pad channels (no parameters)
+SHORTCUT_CONV = "conv"          # ImageNet: 1x1 convolution with the block's stride
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str            # variable scope: res{g}.{k} (CIFAR) or group{g}/block{k} (ImageNet)
+    group: int
+    index: int           # position inside its group
+    kind: str            # "basic" or "bottleneck"
+    in_channels: int
+    mid_channels: int    # width of the inner convolutions
+    out_channels: int
+    stride: int
+    in_size: int         # spatial size of the block's input (square)
+    preact: str
+    shortcut: str
+    residual: bool = True  # False once the block was discarded
+
+    @property
+    def out_size(self) -> int:
+        return -(-self.in_size // self.stride)
+
+    def _bn(self, channels):
+        return 2 * channels  # gamma and beta are the trainable BatchNorm parameters
+
+    @property
+    def shortcut_params(self) -> int:
+        """Parameters on the path that survives removal of the residual branch."""
+        n = 0
+        if self.preact == PREACT_BOTH:
+            n += self._bn(self.in_channels)
+        if self.shortcut == SHORTCUT_CONV:
+            n += self.in_channels * self.out_channels
+        return n
+
+    @property
+    def residual_params(self) -> int:
+        n = self._bn(self.in_channels) if self.preact == PREACT_RESIDUAL else 0
+        if self.kind == "basic":
+            n += 9 * self.in_channels * self.mid_channels + self._bn(self.mid_channels)
+            n += 9 * self.mid_channels * self.out_channels
+        else:
+            n += self.in_channels * self.mid_channels + self._bn(self.mid_channels)
+            n += 9 * self.mid_channels * self.mid_channels + self._bn(self.mid_channels)
+            n += self.mid_channels * self.out_channels
+        return n
+
+    @property
+    def num_params(self) -> int:
+        return self.shortcut_params + (self.residual_params if self.residual else 0)
+
+    @property
+    def shortcut_flops(self) -> int:
+        if self.shortcut == SHORTCUT_CONV:
+            return self.out_size ** 2 * self.in_channels * self.out_channels
+        return 0
+
+    @property
+    def residual_flops(self) -> int:
+        s_in, s_out = self.in_size, self.out_size
+        if self.kind == "basic":
+            return s_out ** 2 * 9 * (self.in_channels * self.mid_channels + self.mid_channels * self.out_channels)
+        return (s_in ** 2 * self.in_channels * self.mid_channels
+                + s_out ** 2 * 9 * self.mid_channels ** 2
+                + s_out ** 2 * self.mid_channels * self.out_channels)
+
+    @property
+    def flops(self) -> int:
+        return self.shortcut_flops + (self.residual_flops if self.residual else 0)
+
+    @property
+    def num_layers(self) -> int:
+        """Weight layers on the residual branch (what the paper counts as depth)."""
+        return 2 if self.kind == "basic" else 3
+
+
+@dataclass(frozen=True)
+class Plan:
+    style: str                    # CIFAR_STYLE or IMAGENET_STYLE
+    num_classes: int
+    image_size: int
+    stem_channels: int
+    blocks: Tuple[Block, ...]
+    side_block: Optional[str]     # side supervision attaches after this block
+
+    # ---- structure --------------------------------------------------------------------------
+    @property
+    def block_names(self):
+        return [b.name for b in self.blocks]
+
+    @property
+    def groups(self):
+        return sorted({b.group for b in self.blocks})
+
+    def block(self, name) -> Block:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise UserError("unknown block %r; this plan has blocks %s ... %s"
+                        % (name, self.blocks[0].name, self.blocks[-1].name))
+
+    @property
+    def kept_blocks(self):
+        return [b for b in self.blocks if b.residual]
+
+    @property
+    def discarded_blocks(self):
+        return [b for b in self.blocks if not b.residual]
+
+    @property
+    def depth(self) -> int:
+        """Weight layers: stem conv + residual branch layers of kept blocks + classifier (6n+2 for CIFAR)."""
+        return 2 + sum(b.num_layers for b in self.kept_blocks)
+
+    @property
+    def full_depth(self) -> int:
+        return 2 + sum(b.num_layers for b in self.blocks)
+
+    @property
+    def head_channels(self) -> int:
+        return self.blocks[-1].out_channels
+
+    @property
+    def side_channels(self) -> Optional[int]:
+        return self.block(self.side_block).out_channels if self.side_block else None
+
+    # ---- counts -----------------------------------------------------------------------------
+    @property
+    def stem_params(self) -> int:
+        k = 3 if self.style == CIFAR_STYLE else 7
+        return k * k * 3 * self.stem_channels + 2 * self.stem_channels
+
+    @property
+    def head_params(self) -> int:
+        c = self.head_channels
+        return 2 * c + c * self.num_classes + self.num_classes
+
+    @property
+    def side_params(self) -> int:
+        """Trainable parameters of the side-supervision head (training only, not exported)."""
+        c = self.side_channels
+        return 0 if c is None else 2 * c + c * self.num_classes + self.num_classes
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters of the inference network (no side head)."""
+        return self.stem_params + sum(b.num_params for b in self.blocks) + self.head_params
+
+    @property
+    def stem_flops(self) -> int:
+        if self.style == CIFAR_STYLE:
+            return self.image_size ** 2 * 9 * 3 * self.stem_channels
+        s = -(-self.image_size // 2)
+        return s * s * 49 * 3 * self.stem_channels
+
+    @property
+    def flops(self) -> int:
+        head = self.head_channels * self.num_classes
+        return self.stem_flops + sum(b.flops for b in self.blocks) + head
+
+    # ---- transformations --------------------------------------------------------------------
+    def without(self, names: Iterable[str]) -> "Plan":
+        """The same plan with the residual branches of `names` removed (shortcut paths stay)."""
+        names = set(names)
+        unknown = names - set(self.block_names)
+        if unknown:
+            raise UserError("cannot remove unknown block(s) %s from this plan" % ", ".join(sorted(unknown)))
+        blocks = tuple(dataclasses.replace(b, residual=False) if b.name in names else b for b in self.blocks)
+        return dataclasses.replace(self, blocks=blocks)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["blocks"] = [dataclasses.asdict(b) for b in self.blocks]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d) -> "Plan":
+        d = dict(d)
+        d["blocks"] = tuple(Block(**b) for b in d["blocks"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text) -> "Plan":
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, TypeError, KeyError) as e:
+            raise UserError("not a valid plan.json (%s); it is written by the training scripts" % e)
+
+    def save(self, path):
+        from .fileio import atomic_write_text
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path) -> "Plan":
+        try:
+            with open(path) as f:
+                return cls.from_json(f.read())
+        except FileNotFoundError:
+            raise UserError("%s not found; a training log directory holds plan.json" % path)
+
+
+def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32) -> Plan:
+    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN, the digits demo)."""
+    if not isinstance(n, int) or n < 1:
+        raise UserError("number of blocks per group must be an integer >= 1, got %r" % (n,))
+    if num_classes < 2:
+        raise UserError("num_classes must be >= 2, got %r" % (num_classes,))
+    blocks = []
+    size, channels = image_size, 16
+    for g, width in enumerate((16, 32, 64), start=1):
+        for k in range(n):
+            stride = 2 if (g > 1 and k == 0) else 1
+            first_of_net = g == 1 and k == 0
+            blocks.append(Block(
+                name="res%d.%d" % (g, k), group=g, index=k, kind="basic",
+                in_channels=channels, mid_channels=width, out_channels=width,
+                stride=stride, in_size=size,
+                preact=PREACT_NONE if first_of_net else PREACT_RESIDUAL,
+                shortcut=SHORTCUT_POOL_PAD if stride == 2 else SHORTCUT_IDENTITY))
+            size, channels = -(-size // stride), width
+    return Plan(style=CIFAR_STYLE, num_classes=num_classes, image_size=image_size, stem_channels=16,
+                blocks=tuple(blocks), side_block="res2.%d" % (n // 2))
+
+
+def imagenet_plan(depth: int, num_classes: int = 1000, image_size: int = 224) -> Plan:
+    """Pre-activation ResNet-18/34/50/101/152 for ImageNet-sized inputs."""
+    if depth not in IMAGENET_DEPTHS:
+        raise UserError("unsupported ImageNet depth %r; choose one of %s"
+                        % (depth, ", ".join(map(str, sorted(IMAGENET_DEPTHS)))))
+    if num_classes < 2:
+        raise UserError("num_classes must be >= 2, got %r" % (num_classes,))
+    kind, counts = IMAGENET_DEPTHS[depth]
+    expansion = 4 if kind == "bottleneck" else 1
+    blocks = []
+    size = -(-(-(-image_size // 2)) // 2)  # conv0 stride 2, then max pool stride 2
+    channels = 64
+    for g, (width, count, group_stride) in enumerate(zip((64, 128, 256, 512), counts, (1, 2, 2, 2))):
+        for k in range(count):
+            stride = group_stride if k == 0 else 1
+            out = width * expansion
+            if g == 0 and k == 0:
+                preact = PREACT_NONE
+            elif k == 0:
+                preact = PREACT_BOTH
+            else:
+                preact = PREACT_RESIDUAL
+            blocks.append(Block(
+                name="group%d/block%d" % (g, k), group=g, index=k, kind=kind,
+                in_channels=channels, mid_channels=width, out_channels=out,
+                stride=stride, in_size=size, preact=preact,
+                shortcut=SHORTCUT_CONV if channels != out else SHORTCUT_IDENTITY))
+            size, channels = -(-size // stride), out
+    # Side head after block floor(N/2) of all N blocks (1-based), as the paper says; for
+    # ResNet-101 this is group2/block8, the released code's position.
+    side = blocks[len(blocks) // 2 - 1].name
+    return Plan(style=IMAGENET_STYLE, num_classes=num_classes, image_size=image_size, stem_channels=64,
+                blocks=tuple(blocks), side_block=side)

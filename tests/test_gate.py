@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from eps_resnet.gate import StrictIdentityGate, strict_identity, strict_identity_numpy
+from eps_resnet.tfcompat import tf, tfv1
+from tensorpack.tfutils.tower import TowerContext
+
+EPS = 2.5
+
+
+def run_gate(F, epsilon):
+    with tf.Graph().as_default():
+        x = tf.constant(F, tf.float32)
+        out = strict_identity(x, epsilon)
+        with tfv1.Session() as sess:
+            return sess.run(out)
+
+
+def straddling_tensors():
+    rng = np.random.RandomState(0)
+    below = rng.uniform(-EPS * 0.99, EPS * 0.99, size=(4, 5, 5, 3)).astype(np.float32)
+    one_above = below.copy()
+    one_above[3, 4, 4, 2] = EPS + 0.01          # a single element in the last image
+    negative = below.copy()
+    negative[0, 0, 0, 0] = -EPS - 0.5           # |F| above ε through a negative value
+    big_batch = rng.uniform(-EPS * 0.9, EPS * 0.9, size=(512, 4, 4, 8)).astype(np.float32)
+    big_batch_open = big_batch.copy()
+    big_batch_open[511, 0, 0, 0] = 3 * EPS
+    return {"all_below": below, "one_above": one_above, "negative": negative,
+            "big_batch": big_batch, "big_batch_open": big_batch_open}
+
+
+@pytest.mark.parametrize("case", sorted(straddling_tensors()))
+def test_gate_matches_numpy_reference(case):
+    F = straddling_tensors()[case]
+    expected = strict_identity_numpy(F, EPS)
+    got = run_gate(F, EPS)
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    closed = case in ("all_below", "big_batch")
+    assert (np.abs(got).max() == 0) == closed
+    if not closed:
+        np.testing.assert_array_equal(got, F)  # open: S(F) == F exactly, for every image of the batch
+
+
+def test_epsilon_zero_keeps_the_gate_open():
+    F = np.random.RandomState(1).normal(scale=1e-3, size=(3, 4, 4, 2)).astype(np.float32)
+    np.testing.assert_array_equal(run_gate(F, 0.0), F)
+    np.testing.assert_array_equal(strict_identity_numpy(F, 0.0), F.astype(np.float64))
+
+
+def test_numpy_reference_decides_on_the_whole_batch():
+    F = np.full((2, 3), 0.1)
+    F[1, 2] = 5.0
+    out = strict_identity_numpy(F, 1.0)
+    np.testing.assert_array_equal(out, F)   # one element above ε keeps every image's response
+    np.testing.assert_array_equal(strict_identity_numpy(np.full((2, 3), 0.1), 1.0), np.zeros((2, 3)))
+
+
+def test_layer_exposes_named_statistics():
+    F = straddling_tensors()["one_above"]
+    with tf.Graph().as_default() as g, TowerContext("", is_training=False):
+        with tfv1.variable_scope("res1.0"):
+            out = StrictIdentityGate(tf.constant(F), EPS, shortcut=tf.zeros_like(tf.constant(F)))
+        names = ["res1.0/response_max:0", "res1.0/is_discarded:0", "res1.0/batch_response_max:0"]
+        with tfv1.Session() as sess:
+            per_example, flag, batch_max, y = sess.run([g.get_tensor_by_name(n) for n in names] + [out])
+    np.testing.assert_allclose(per_example, np.abs(F).reshape(4, -1).max(axis=1))
+    assert per_example.shape == (4,)
+    assert flag == 0.0 and batch_max == pytest.approx(EPS + 0.01)
+    np.testing.assert_array_equal(y, F)
+
+
+def test_gradient_through_the_gate():
+    F0 = straddling_tensors()["one_above"]
+    with tf.Graph().as_default():
+        F = tf.constant(F0)
+        eps = tf.compat.v1.placeholder(tf.float32, [])
+        grad = tf.gradients(tf.reduce_sum(strict_identity(F, eps) * 3.0), F)[0]
+        with tfv1.Session() as sess:
+            np.testing.assert_array_equal(sess.run(grad, {eps: EPS}), np.full_like(F0, 3.0))
+            np.testing.assert_array_equal(sess.run(grad, {eps: 100.0}), np.zeros_like(F0))

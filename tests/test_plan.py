@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from eps_resnet import UserError
+from eps_resnet.plan import Plan, cifar_plan, imagenet_plan
+
+
+def test_cifar_resnet110_has_54_blocks_and_1_7m_parameters():
+    plan = cifar_plan(18, num_classes=10)
+    assert len(plan.blocks) == 54
+    assert plan.depth == 110
+    assert abs(plan.num_params - 1.7e6) / 1.7e6 < 0.02
+    assert plan.block_names[:2] == ["res1.0", "res1.1"]
+    assert plan.block_names[-1] == "res3.17"
+    assert plan.side_block == "res2.9"
+
+
+@pytest.mark.parametrize("n,depth", [(18, 110), (33, 200), (83, 500), (125, 752)])
+def test_cifar_depths_match_the_paper(n, depth):
+    plan = cifar_plan(n)
+    assert plan.depth == depth
+    assert len(plan.blocks) == 3 * n
+
+
+@pytest.mark.parametrize("depth,millions", [(50, 25.6), (101, 44.5), (152, 60.2)])
+def test_imagenet_parameter_counts(depth, millions):
+    plan = imagenet_plan(depth)
+    assert abs(plan.num_params / 1e6 - millions) / millions < 0.01
+    assert plan.depth == depth
+
+
+def test_imagenet_structure():
+    plan = imagenet_plan(101)
+    assert [sum(1 for b in plan.blocks if b.group == g) for g in range(4)] == [3, 4, 23, 3]
+    assert plan.side_block == "group2/block8"  # the released code's position for ResNet-101
+    first = {b.group: b for b in plan.blocks if b.index == 0}
+    assert first[0].preact == "none" and first[0].shortcut == "conv"
+    assert all(first[g].preact == "both" and first[g].stride == 2 for g in (1, 2, 3))
+    assert plan.blocks[-1].out_channels == 2048
+    # ResNet-50 at 224x224 costs about 4 G multiply-accumulates
+    assert 3.8e9 < imagenet_plan(50).flops < 4.2e9
+
+
+def test_cifar_down_sampling_blocks():
+    plan = cifar_plan(3)
+    b = plan.block("res2.0")
+    assert (b.in_channels, b.out_channels, b.stride, b.in_size, b.out_size) == (16, 32, 2, 32, 16)
+    assert b.shortcut == "pool_pad" and b.shortcut_params == 0
+    assert plan.block("res1.0").preact == "none"
+    assert plan.block("res1.1").preact == "residual"
+
+
+def test_json_round_trip_and_without():
+    plan = cifar_plan(2, num_classes=100)
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
+    reduced = plan.without(["res3.1", "res2.0"])
+    assert [b.name for b in reduced.discarded_blocks] == ["res2.0", "res3.1"]
+    assert Plan.from_json(reduced.to_json()) == reduced
+    removed = plan.block("res3.1").residual_params + plan.block("res2.0").residual_params
+    assert reduced.num_params == plan.num_params - removed
+    assert reduced.flops < plan.flops
+    assert reduced.depth == plan.depth - 4
+    assert json.loads(reduced.to_json())["blocks"][2]["residual"] is False
+
+
+def test_removing_an_imagenet_first_block_keeps_its_shortcut_parameters():
+    plan = imagenet_plan(50)
+    b = plan.block("group1/block0")
+    reduced = plan.without([b.name])
+    assert reduced.block(b.name).num_params == b.shortcut_params > 0
+    assert reduced.num_params == plan.num_params - b.residual_params
+
+
+@pytest.mark.parametrize("call", [lambda: cifar_plan(0), lambda: cifar_plan(-3), lambda: imagenet_plan(42),
+                                  lambda: cifar_plan(2).without(["res9.9"]), lambda: Plan.from_json("{")])
+def test_bad_input_names_accepted_values(call):
+    with pytest.raises(UserError) as err:
+        call()
+    assert str(err.value)
