@@ -53,6 +53,20 @@ def strict_identity(F, epsilon):
     return _keep_factor(tf.reduce_max(response_max_per_example(F)), epsilon) * F
 
 
+def gated_sum(shortcut, residual, keep):
+    """shortcut + keep · residual, without touching the residual when keep is exactly 0 or 1.
+
+    T is 0 or 1 except in a band of width 1/L² (reachable in float32 only for ε near 0). Taking the
+    exact branch for 0 and 1 gives bit-identical values to `shortcut + keep * residual` and skips two
+    full-tensor multiplies per block and step (forward, and the gradient of the residual).
+    """
+    return tf.cond(tf.equal(keep, 1.0),
+                   lambda: shortcut + residual,
+                   lambda: tf.cond(tf.equal(keep, 0.0),
+                                   lambda: tf.identity(shortcut),
+                                   lambda: shortcut + keep * residual))
+
+
 @layer_register(log_shape=False, use_scope=None)
 def StrictIdentityGate(residual, epsilon, shortcut=None):
     """Gate a block's residual response; with `shortcut`, return shortcut + S(residual).
@@ -65,8 +79,7 @@ def StrictIdentityGate(residual, epsilon, shortcut=None):
     per_example = tf.identity(response_max_per_example(residual), name="response_max")
     batch_max = tf.reduce_max(per_example, name="batch_response_max")
     keep = tf.identity(_keep_factor(batch_max, epsilon), name="keep")
-    tf.subtract(1.0, tf.cast(keep > 0, tf.float32), name="is_discarded")
-    gated = keep * residual
+    tf.cast(tf.equal(keep, 0.0), tf.float32, name="is_discarded")
     if shortcut is None:
-        return gated
-    return tf.add(shortcut, gated)
+        return keep * residual
+    return gated_sum(shortcut, residual, keep)

@@ -55,6 +55,34 @@ def _shared_variable(name, initial_value):
     return var
 
 
+def add_vector_moving_summary(named_scalars, decay=0.95):
+    """Moving averages of many scalars with one variable and one update op per step.
+
+    Same numbers and summary tags as tensorpack's add_moving_summary (EMA with zero-debias, tag = the
+    given name), but a 375-block network gets one update instead of 750 small EMA subgraphs, which
+    cost about 4% of a ResNet-32 training step on CPU.
+    """
+    ctx = get_current_tower_context()
+    if ctx is not None and not ctx.is_main_training_tower:
+        return
+    from tensorpack.tfutils.summary import MOVING_SUMMARY_OPS_KEY
+    graph = tfv1.get_default_graph()
+    values = tf.stack([tf.cast(t, tf.float32) for _, t in named_scalars])
+    with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
+        with tf.name_scope("vector_EMA"):
+            average = tfv1.get_variable("vector_EMA/average", shape=values.shape, initializer=tf.zeros_initializer(),
+                                        trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES])
+            weight = tfv1.get_variable("vector_EMA/weight", shape=[], initializer=tf.zeros_initializer(),
+                                       trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES])
+            new_average = average.assign(decay * average + (1 - decay) * values)
+            new_weight = weight.assign(decay * weight + (1 - decay))
+            debiased = new_average / new_weight
+            tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased.op)
+            current = average / tf.maximum(weight, 1e-12)
+        for i, (name, _) in enumerate(named_scalars):
+            tfv1.summary.scalar(name, current[i])
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Everything besides the plan that shapes the graph and the optimiser (SPEC §4–§5)."""
@@ -228,10 +256,12 @@ class EpsResNet(ModelDesc):
     def _gate_statistics(self, gates):
         """discarded_cnt / discarded_ratio over gated blocks, and moving summaries per block."""
         flags = [flag for flag, _ in gates]
-        maxima = [batch_max for _, batch_max in gates]
         cnt = tf.add_n(flags, name="discarded_cnt")
         ratio = tf.divide(cnt, float(len(flags)), name="discarded_ratio")
-        add_moving_summary(cnt, ratio, *flags, *maxima)
+        add_moving_summary(cnt, ratio)
+        per_block = [(b.name + "/is_discarded", flag) for b, (flag, _) in zip(self.plan.kept_blocks, gates)]
+        per_block += [(b.name + "/batch_response_max", m) for b, (_, m) in zip(self.plan.kept_blocks, gates)]
+        add_vector_moving_summary(per_block)
         eps = shared_scalar_variable("epsilon", self.settings.epsilon)
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)

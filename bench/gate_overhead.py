@@ -1,0 +1,81 @@
+"""Train-step time of the gated ε-ResNet against the plain pre-activation ResNet, side by side.
+
+CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU. Both graphs live in one process; rounds of
+steps alternate between them so machine noise hits both alike. Prints the median step time of each
+and the ratio gated / plain (target: <= 1.03).
+
+    python bench/gate_overhead.py [--n 5] [--batch 32] [--rounds 12] [--steps 5]
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import eps_resnet  # noqa: E402,F401
+import numpy as np  # noqa: E402
+
+from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
+from eps_resnet.plan import cifar_plan  # noqa: E402
+from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
+from tensorpack.tfutils.tower import TowerContext  # noqa: E402
+
+
+def make_trainer(plan, epsilon, batch, data_format):
+    """A session and a train op for one model; the batch is a constant in the graph (no feed cost)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        rng = np.random.RandomState(0)
+        image = tf.constant(rng.randint(0, 256, (batch, 32, 32, 3)).astype(np.uint8))
+        label = tf.constant(rng.randint(0, plan.num_classes, batch).astype(np.int32))
+        model = EpsResNet(plan, ModelSettings(epsilon=epsilon, data_format=data_format))
+        with TowerContext("", is_training=True):
+            cost = model.build_graph(image, label)
+        step = tfv1.train.get_or_create_global_step()
+        train_op = model.optimizer().minimize(cost, global_step=step)
+        # the moving-summary updates are part of every training step in tensorpack
+        ema = tfv1.get_collection("MOVING_SUMMARY_OPS")
+        op = tf.group(train_op, *ema)
+        sess = tfv1.Session(graph=graph)
+        sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
+    return sess, op
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=5, help="blocks per group (default: %(default)s, ResNet-32)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=30, help="alternating rounds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=2, help="steps per round (default: %(default)s)")
+    p.add_argument("--epsilon", type=float, default=2.5, help="ε of the gated model (default: %(default)s)")
+    p.add_argument("--data-format", default="NHWC", choices=["NHWC", "NCHW"])
+    args = p.parse_args()
+
+    plan = cifar_plan(args.n)
+    runs = {"plain": make_trainer(plan, None, args.batch, args.data_format),
+            "gated": make_trainer(plan, args.epsilon, args.batch, args.data_format)}
+    for sess, op in runs.values():  # warm-up: graph optimisation, allocator
+        for _ in range(3):
+            sess.run(op)
+    times = {k: [] for k in runs}
+    for r in range(args.rounds):
+        order = list(runs) if r % 2 == 0 else list(reversed(list(runs)))
+        for name in order:
+            sess, op = runs[name]
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                sess.run(op)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    # Each round times both models back to back, so the per-round ratio cancels slow drifts of the
+    # shared machine; the median of those ratios is the figure, the quartiles show the noise.
+    ratios = np.array(times["gated"]) / np.array(times["plain"])
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    print("ResNet-%d (n=%d), batch %d, %s, %d rounds x %d steps"
+          % (plan.depth, args.n, args.batch, args.data_format, args.rounds, args.steps))
+    print("plain step: %.1f ms   gated step: %.1f ms  (medians)"
+          % (np.median(times["plain"]) * 1e3, np.median(times["gated"]) * 1e3))
+    print("ratio gated / plain: %.3f  (quartiles %.3f-%.3f; target <= 1.03)" % (med, q1, q3))
+
+if __name__ == "__main__":
+    main()

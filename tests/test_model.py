@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+
+from eps_resnet import UserError
+from eps_resnet.model import EpsResNet, ModelSettings
+from eps_resnet.plan import cifar_plan, imagenet_plan
+from eps_resnet.tfcompat import tf, tfv1
+from tensorpack.tfutils.common import get_op_tensor_name
+from tensorpack.tfutils.tower import TowerContext, TrainTowerContext
+
+RNG = np.random.RandomState(0)
+
+
+def build(model, is_training=True, batch=None):
+    """Placeholders + the model's graph in the current default graph; returns (image, label, cost)."""
+    s = model.plan.image_size
+    image = tfv1.placeholder(tf.uint8, [batch, s, s, 3], name="image")
+    label = tfv1.placeholder(tf.int32, [batch], name="label")
+    with TowerContext("", is_training=is_training):
+        cost = model.build_graph(image, label)
+    return image, label, cost
+
+
+def random_batch(plan, n=8, classes=None):
+    s = plan.image_size
+    return (RNG.randint(0, 256, size=(n, s, s, 3)).astype(np.uint8),
+            RNG.randint(0, classes or plan.num_classes, size=(n,)).astype(np.int32))
+
+
+def trainable_count():
+    return sum(int(np.prod(v.shape)) for v in tfv1.trainable_variables())
+
+
+@pytest.mark.parametrize("plan", [cifar_plan(1), cifar_plan(2, num_classes=100),
+                                  imagenet_plan(18, num_classes=10, image_size=32),
+                                  imagenet_plan(50, num_classes=10, image_size=32)],
+                         ids=["cifar-n1", "cifar100-n2", "imagenet18", "imagenet50"])
+def test_graph_parameter_count_equals_plan(plan):
+    with tf.Graph().as_default():
+        build(EpsResNet(plan, ModelSettings(epsilon=2.0)))
+        assert trainable_count() == plan.num_params + plan.side_params
+    with tf.Graph().as_default():
+        build(EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0)), is_training=False)
+        assert trainable_count() == plan.num_params
+
+
+def test_reduced_plan_graph_matches_its_count_for_both_styles():
+    for plan, drop in ((cifar_plan(2), ["res2.0", "res3.1"]),
+                       (imagenet_plan(18, num_classes=10, image_size=32), ["group1/block0", "group3/block1"])):
+        reduced = plan.without(drop)
+        with tf.Graph().as_default():
+            build(EpsResNet(reduced, ModelSettings(epsilon=None, side_weight=0)), is_training=False)
+            assert trainable_count() == reduced.num_params
+
+
+def test_closed_gate_blocks_cross_entropy_gradient_and_only_weight_decay_moves_kernels():
+    plan = cifar_plan(1)
+    settings = ModelSettings(epsilon=1e9, weight_decay=1e-3, learning_rate=0.5)
+    with tf.Graph().as_default() as g:
+        model = EpsResNet(plan, settings)
+        image, label, cost = build(model)
+        kernels = [v for v in tfv1.trainable_variables() if v.op.name.startswith("res") and v.op.name.endswith("/W")]
+        assert len(kernels) == 6
+        ce = g.get_tensor_by_name("cross_entropy_loss:0")
+        side_ce = g.get_tensor_by_name("side_cross_entropy_loss:0")
+        grads = tf.gradients(ce + 0.1 * side_ce, kernels)
+        train_op = model.optimizer().minimize(cost)
+        im, lb = random_batch(plan)
+        with tfv1.Session() as sess:
+            sess.run(tfv1.global_variables_initializer())
+            feed = {image: im, label: lb}
+            for grad in sess.run(grads, feed):
+                assert grad is None or not np.any(grad)
+            assert sess.run(g.get_tensor_by_name("discarded_cnt:0"), feed) == 3.0
+            before = sess.run(kernels)
+            sess.run(train_op, feed)
+            after = sess.run(kernels)
+    # first momentum step: W <- W - lr * wd * W  (the L2 term is wd * sum(W^2) / 2)
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(a, b * (1 - 0.5 * 1e-3), rtol=1e-6, atol=1e-9)
+
+
+def test_open_gate_equals_plain_network():
+    plan = cifar_plan(2)
+    im, _ = random_batch(plan)
+    outputs = {}
+    values = None
+    for eps in (0.0, None):
+        with tf.Graph().as_default() as g:
+            build(EpsResNet(plan, ModelSettings(epsilon=eps)), is_training=False)
+            variables = tfv1.global_variables()
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                if values is None:
+                    values = {v.op.name: sess.run(v) for v in variables}
+                else:
+                    for v in variables:
+                        v.load(values[v.op.name], sess)
+                outputs[eps] = sess.run("logits:0", {"image:0": im})
+    np.testing.assert_array_equal(outputs[0.0], outputs[None])
+
+
+def test_a_few_sgd_steps_train_and_summaries_exist():
+    plan = cifar_plan(1)
+    with tf.Graph().as_default() as g:
+        model = EpsResNet(plan, ModelSettings(epsilon=0.5))
+        image, label, cost = build(model)
+        train_op = model.optimizer().minimize(cost, global_step=tfv1.train.get_or_create_global_step())
+        tags = set()
+        for s in tfv1.get_collection(tfv1.GraphKeys.SUMMARIES):
+            tags.add(get_op_tensor_name(s.op.name)[0])
+        im, lb = random_batch(plan, 16)
+        with tfv1.Session() as sess:
+            sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
+            costs = [sess.run([cost, train_op], {image: im, label: lb})[0] for _ in range(5)]
+            summary = sess.run(tfv1.summary.merge_all(), {image: im, label: lb})
+    assert all(np.isfinite(costs)) and costs[-1] < costs[0]
+    text = " ".join(sorted(tags))
+    for needed in ("discarded_cnt", "discarded_ratio", "res2.0/is_discarded", "res3.0/batch_response_max",
+                   "res1.0/response_mean", "cross_entropy_loss", "side_train_error", "train_error",
+                   "learning_rate", "epsilon", "conv1/W-rms", "wd_cost"):
+        assert needed in text, needed
+    assert len(summary) > 100
+    for name in ("epsilon:0", "learning_rate:0", "logits:0", "incorrect_vector:0", "side_incorrect_vector:0",
+                 "res1.0/response_max:0"):
+        g.get_tensor_by_name(name)
+
+
+def test_imagenet_graph_has_top5_and_nchw_matches_nhwc():
+    plan = imagenet_plan(18, num_classes=10, image_size=32)
+    im, lb = random_batch(plan, 4)
+    out = {}
+    values = None
+    for fmt in ("NHWC", "NCHW"):
+        with tf.Graph().as_default() as g:
+            build(EpsResNet(plan, ModelSettings(epsilon=1.0, data_format=fmt, nesterov=True)), is_training=False)
+            g.get_tensor_by_name("incorrect_top5:0")
+            with tfv1.Session() as sess:
+                sess.run(tfv1.global_variables_initializer())
+                if values is None:
+                    values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+                else:
+                    for v in tfv1.global_variables():
+                        v.load(values[v.op.name], sess)
+                out[fmt] = sess.run("logits:0", {"image:0": im, "label:0": lb})
+    np.testing.assert_allclose(out["NHWC"], out["NCHW"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (ModelSettings(epsilon=-1.0), "epsilon must be >= 0"),
+    (ModelSettings(data_format="NCWH"), "NHWC (CPU) or NCHW (GPU)"),
+])
+def test_bad_settings(settings, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        EpsResNet(cifar_plan(1), settings)
+
+
+def test_shared_epsilon_is_one_variable_across_towers():
+    plan = cifar_plan(1)
+    model = EpsResNet(plan, ModelSettings(epsilon=1.0))
+    with tf.Graph().as_default():
+        s = plan.image_size
+        for k, name in enumerate(["tower0", "tower1"]):
+            with tf.device("/cpu:0"), TrainTowerContext(name, vs_name=name if k else "", index=k, total=2):
+                model.build_graph(tfv1.placeholder(tf.uint8, [None, s, s, 3]), tfv1.placeholder(tf.int32, [None]))
+        names = [v.op.name for v in tfv1.global_variables() if "epsilon" in v.op.name or "mean_image" in v.op.name]
+        assert sorted(names) == ["epsilon", "mean_image"]
