@@ -1,0 +1,188 @@
+"""Datasets and dataflows: the only code that touches dataset files.
+
+`build_dataflow(dataset, split, batch_size, ...)` gives a tensorpack DataFlow of [image, label] batches:
+uint8 RGB images [B, H, W, 3] and int32 labels [B]. Training flows shuffle, augment and prefetch in worker
+processes; validation flows are deterministic and keep the last partial batch.
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import UserError
+from .. import tfcompat  # noqa: F401  (imports TensorFlow/tensorpack quietly, before tensorpack.dataflow)
+from ..fileio import atomic_write_bytes
+from tensorpack.dataflow import (AugmentImageComponent, BatchData, DataFromList, MapData, MultiProcessMapDataZMQ,
+                                 MultiProcessRunnerZMQ, RNGDataFlow, imgaug)
+from . import augment
+from .cifar import load_cifar
+from .digits import load_digits_split
+from .imagenet import imagenet_files, imagenet_synsets, read_rgb
+from .svhn import load_svhn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    image_size: int
+    val_split: str
+    in_memory: bool
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", 10, 32, "test", True),
+    "cifar100": DatasetInfo("cifar100", 100, 32, "test", True),
+    "svhn": DatasetInfo("svhn", 10, 32, "test", True),
+    "digits": DatasetInfo("digits", 10, 32, "test", True),
+    "imagenet": DatasetInfo("imagenet", 1000, 224, "val", False),
+}
+
+
+def dataset_info(name) -> DatasetInfo:
+    if name not in DATASETS:
+        raise UserError("unknown dataset %r; choose one of %s" % (name, ", ".join(DATASETS)))
+    return DATASETS[name]
+
+
+def _require_dir(data_dir, dataset):
+    if data_dir is None or not os.path.isdir(data_dir):
+        raise UserError("data directory %r for %s does not exist; pass --data DIR pointing at the dataset"
+                        % (data_dir, dataset))
+
+
+def load_arrays(dataset, split, data_dir=None):
+    """(images uint8 [N,32,32,3], labels int32 [N]) of an in-memory dataset; split 'train' or 'test'."""
+    if split not in ("train", "test"):
+        raise UserError("split must be 'train' or 'test' for %s, got %r" % (dataset, split))
+    if dataset == "digits":
+        return load_digits_split(split)
+    _require_dir(data_dir, dataset)
+    if dataset in ("cifar10", "cifar100"):
+        return load_cifar(data_dir, dataset_info(dataset).num_classes, split)
+    if dataset == "svhn":
+        return load_svhn(data_dir, split)
+    raise UserError("%s is not an in-memory dataset" % dataset)
+
+
+def per_pixel_mean(dataset, data_dir=None, images=None):
+    """Mean training image (float32 [32,32,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
+
+    The cache is written atomically; a read-only data directory just means it is recomputed each time.
+    """
+    if dataset == "imagenet":
+        raise UserError("ImageNet uses a fixed channel mean/std, not a per-pixel mean")
+    cache = os.path.join(data_dir, "eps_resnet_mean_%s.npy" % dataset) if data_dir and dataset != "digits" else None
+    if cache and os.path.isfile(cache):
+        try:
+            mean = np.load(cache)
+            if mean.shape == (32, 32, 3):
+                return mean.astype(np.float32)
+        except (OSError, ValueError):
+            pass  # damaged cache: recompute and replace it
+    if images is None:
+        images, _ = load_arrays(dataset, "train", data_dir)
+    mean = images.astype(np.float64).mean(axis=0).astype(np.float32)
+    if cache:
+        import io
+        buf = io.BytesIO()
+        np.save(buf, mean)
+        try:
+            atomic_write_bytes(cache, buf.getvalue())
+        except OSError as e:
+            log.warning("could not cache the mean image at %s (%s); it will be recomputed next time", cache, e)
+    return mean
+
+
+def train_augmentors(dataset, image_size=None, svhn_jitter="paper"):
+    if dataset in ("cifar10", "cifar100"):
+        return augment.cifar_train_augmentors(flip=True)
+    if dataset == "digits":
+        return augment.cifar_train_augmentors(flip=False)  # digits are not mirror-symmetric
+    if dataset == "svhn":
+        return augment.svhn_train_augmentors(svhn_jitter)
+    return augment.imagenet_train_augmentors(image_size or 224)
+
+
+def val_augmentors(dataset, image_size=None):
+    if dataset == "imagenet":
+        return augment.imagenet_val_augmentors(image_size or 224)
+    return []
+
+
+class ArrayImages(RNGDataFlow):
+    """A DataFlow over in-memory arrays yielding [image, label], optionally shuffled each epoch."""
+
+    def __init__(self, images, labels, shuffle):
+        self.images, self.labels, self.shuffle = images, labels, shuffle
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __iter__(self):
+        n = len(self.labels)
+        for i in (self.rng.permutation(n) if self.shuffle else range(n)):
+            yield [self.images[i], self.labels[i]]
+
+
+def _decode_file(item):
+    path, label = item
+    img = read_rgb(path)
+    if img is None:
+        log.warning("skipping %s: not a readable image", path)
+        return None
+    return [img, np.int32(label)]
+
+
+def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_size=None, svhn_jitter="paper",
+                   shuffle=None, arrays=None):
+    """A DataFlow of [images uint8 [B,H,W,3], labels int32 [B]] batches.
+
+    split: 'train' (shuffled, augmented, drops the last partial batch) or the validation split
+    ('test' for CIFAR/SVHN/digits, 'val' for ImageNet; deterministic, keeps the last partial batch).
+    workers: processes that prefetch (0: everything in this process).
+    arrays: (images, labels) already loaded, to avoid reading an in-memory dataset twice.
+    """
+    info = dataset_info(dataset)
+    training = split == "train"
+    if not training and split != info.val_split:
+        raise UserError("%s has splits 'train' and %r, got %r" % (dataset, info.val_split, split))
+    if batch_size < 1:
+        raise UserError("batch size must be >= 1, got %r" % (batch_size,))
+    shuffle = training if shuffle is None else shuffle
+    augs = train_augmentors(dataset, image_size, svhn_jitter) if training else val_augmentors(dataset, image_size)
+
+    if info.in_memory:
+        images, labels = arrays if arrays is not None else load_arrays(dataset, split, data_dir)
+        ds = ArrayImages(images, labels, shuffle)
+        if augs:
+            ds = AugmentImageComponent(ds, augs)
+        ds = BatchData(ds, batch_size, remainder=not training)
+        if workers > 0 and training:
+            ds = MultiProcessRunnerZMQ(ds, workers)
+        return ds
+
+    _require_dir(data_dir, dataset)
+    items = imagenet_files(data_dir, "train" if training else "val")
+    ds = DataFromList(items, shuffle=shuffle)
+    augmentor = imgaug.AugmentorList(augs)
+
+    def load_and_augment(item):
+        dp = _decode_file(item)
+        if dp is not None:
+            dp[0] = augmentor.augment(dp[0])
+        return dp
+
+    if workers > 0:
+        ds = MultiProcessMapDataZMQ(ds, workers, load_and_augment, buffer_size=min(200 * workers, 2000),
+                                    strict=not training)
+    else:
+        ds = MapData(ds, load_and_augment)
+    return BatchData(ds, batch_size, remainder=not training)
+
+
+__all__ = ["DATASETS", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",
+           "load_arrays", "per_pixel_mean", "train_augmentors", "val_augmentors"]

@@ -1,0 +1,164 @@
+import logging
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from eps_resnet import UserError
+from eps_resnet.data import build_dataflow, imagenet_files, load_arrays, per_pixel_mean
+from tests import datafiles
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def batches(ds):
+    ds.reset_state()
+    return list(ds)
+
+
+def test_cifar10_pickles(tmp_path):
+    written = datafiles.write_cifar10(str(tmp_path))
+    images, labels = load_arrays("cifar10", "train", str(tmp_path))
+    assert images.shape == (100, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 9
+    data, first_labels = written["data_batch_1"]
+    # row layout: 1024 red values, 1024 green, 1024 blue, each row-major
+    np.testing.assert_array_equal(images[0, :, :, 0].ravel(), data[0, :1024])
+    np.testing.assert_array_equal(images[0, :, :, 2].ravel(), data[0, 2048:])
+    assert list(labels[:20]) == first_labels
+    test_images, _ = load_arrays("cifar10", "test", str(tmp_path))
+    assert len(test_images) == 12
+
+
+def test_cifar100_pickles_and_mean_cache(tmp_path):
+    datafiles.write_cifar100(str(tmp_path))
+    images, labels = load_arrays("cifar100", "train", str(tmp_path))
+    assert images.shape == (30, 32, 32, 3) and labels.max() < 100
+    mean = per_pixel_mean("cifar100", str(tmp_path))
+    np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-6)
+    cache = tmp_path / "eps_resnet_mean_cifar100.npy"
+    assert cache.is_file()
+    np.save(str(cache), np.full((32, 32, 3), 7.0, np.float32))  # a cached mean is used as is
+    assert per_pixel_mean("cifar100", str(tmp_path))[0, 0, 0] == 7.0
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_svhn_mat_files(tmp_path):
+    written = datafiles.write_svhn(str(tmp_path))
+    images, labels = load_arrays("svhn", "train", str(tmp_path))
+    assert images.shape == (24, 32, 32, 3) and images.dtype == np.uint8  # train + extra
+    X, y = written["train"]
+    np.testing.assert_array_equal(images[3], X[:, :, :, 3])
+    expected = y.ravel().astype(np.int32)
+    expected[expected == 10] = 0
+    np.testing.assert_array_equal(labels[:15], expected)
+    assert labels.min() >= 0 and labels.max() <= 9 and (y == 10).any()
+    test_images, _ = load_arrays("svhn", "test", str(tmp_path))
+    assert len(test_images) == 7
+
+
+@pytest.mark.parametrize("val_flat", [True, False])
+def test_imagenet_folders(tmp_path, val_flat):
+    datafiles.write_imagenet(str(tmp_path), val_flat=val_flat)
+    train = imagenet_files(str(tmp_path), "train")
+    assert len(train) == 9 and sorted({label for _, label in train}) == [0, 1, 2]
+    val = imagenet_files(str(tmp_path), "val")
+    assert [label for _, label in val] == [0, 1, 2]
+    ds = build_dataflow("imagenet", "train", 4, data_dir=str(tmp_path), image_size=32)
+    out = batches(ds)
+    assert len(out) == 2 and out[0][0].shape == (4, 32, 32, 3) and out[0][0].dtype == np.uint8
+    val_batches = batches(build_dataflow("imagenet", "val", 2, data_dir=str(tmp_path), image_size=32))
+    assert [len(b[1]) for b in val_batches] == [2, 1]  # keeps the last partial batch
+
+
+def test_corrupt_jpeg_is_skipped_with_a_warning(tmp_path, caplog):
+    datafiles.write_imagenet(str(tmp_path))
+    bad = tmp_path / "train" / "n01443537" / "n01443537_1.JPEG"
+    bad.write_bytes(b"\xff\xd8 this is not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        out = batches(build_dataflow("imagenet", "train", 1, data_dir=str(tmp_path), image_size=32))
+    assert len(out) == 8
+    assert str(bad) in caplog.text
+
+
+def test_dataflow_batches_and_workers():
+    ds = build_dataflow("digits", "train", 100)
+    assert len(ds) == 14  # 1437 // 100, the partial batch is dropped in training
+    first = batches(ds)[0]
+    assert first[0].shape == (100, 32, 32, 3) and first[1].shape == (100,)
+    val = batches(build_dataflow("digits", "test", 100))
+    assert [len(b[1]) for b in val] == [100, 100, 100, 60]
+    again = batches(build_dataflow("digits", "test", 100))
+    np.testing.assert_array_equal(val[3][0], again[3][0])  # deterministic
+    with_workers = build_dataflow("digits", "train", 50, workers=2)
+    with_workers.reset_state()
+    it = iter(with_workers)
+    got = [next(it) for _ in range(3)]
+    assert all(b[0].shape == (50, 32, 32, 3) for b in got)
+    del it
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    train_x, train_y = load_arrays("digits", "train")
+    test_x, test_y = load_arrays("digits", "test")
+    assert len(train_y) + len(test_y) == 1797 and len(test_y) == 360
+    assert set(np.unique(train_y)) == set(range(10))
+    np.testing.assert_array_equal(load_arrays("digits", "test")[0], test_x)
+    assert train_x.dtype == np.uint8 and train_x.max() > 200
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_missing_directory(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_arrays("cifar10", "train", str(tmp_path / "nope"))
+    with pytest.raises(UserError, match=r"data_batch_1 is missing; download https://www\.cs\.toronto\.edu"):
+        load_arrays("cifar10", "train", str(tmp_path))
+    with pytest.raises(UserError, match="test_32x32.mat not found; download"):
+        load_arrays("svhn", "test", str(tmp_path))
+    with pytest.raises(UserError, match="ImageNet train split not found"):
+        imagenet_files(str(tmp_path), "train")
+
+
+def test_truncated_pickle(tmp_path):
+    datafiles.write_cifar10(str(tmp_path))
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(UserError, match="cannot read CIFAR batch .*data_batch_3"):
+        load_arrays("cifar10", "train", str(tmp_path))
+
+
+def test_truncated_mat(tmp_path):
+    datafiles.write_svhn(str(tmp_path))
+    path = tmp_path / "test_32x32.mat"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(UserError, match="cannot read SVHN file .*test_32x32.mat"):
+        load_arrays("svhn", "test", str(tmp_path))
+
+
+def test_empty_class_folder_and_bad_label_file(tmp_path):
+    datafiles.write_imagenet(str(tmp_path))
+    (tmp_path / "train" / "n01440764").mkdir(exist_ok=True)
+    for f in (tmp_path / "train" / "n01440764").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match="n01440764 holds no .JPEG images"):
+        imagenet_files(str(tmp_path), "train")
+    (tmp_path / "val.txt").write_text("ILSVRC2012_val_00000001.JPEG seven\n")
+    with pytest.raises(UserError, match="val.txt line 1"):
+        imagenet_files(str(tmp_path), "val")
+
+
+def test_bad_split_and_batch():
+    with pytest.raises(UserError, match="splits 'train' and 'test'"):
+        build_dataflow("digits", "val", 10)
+    with pytest.raises(UserError, match="batch size must be >= 1"):
+        build_dataflow("digits", "train", 0)
+    with pytest.raises(UserError, match="unknown dataset"):
+        build_dataflow("mnist", "train", 10)
