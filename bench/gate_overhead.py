@@ -35,7 +35,7 @@ def make_trainer(plan, epsilon, batch, data_format):
         step = tfv1.train.get_or_create_global_step()
         train_op = model.optimizer().minimize(cost, global_step=step)
         # the moving-summary updates are part of every training step in tensorpack
-        ema = tfv1.get_collection("MOVING_SUMMARY_OPS")
+        ema = tfv1.get_collection("MOVING_SUMMARY_OPS")  # tensors whose evaluation updates the averages
         op = tf.group(train_op, *ema)
         sess = tfv1.Session(graph=graph)
         sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])

@@ -25,7 +25,7 @@ from tensorpack import ModelDesc
 from tensorpack.models import (AvgPooling, BatchNorm, BNReLU, Conv2D, FullyConnected, GlobalAvgPooling,
                                MaxPooling, regularize_cost)
 from tensorpack.tfutils.argscope import argscope
-from tensorpack.tfutils.summary import add_moving_summary, add_param_summary
+from tensorpack.tfutils.summary import MOVING_SUMMARY_OPS_KEY, add_moving_summary, add_param_summary
 from tensorpack.tfutils.tower import get_current_tower_context
 
 DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
@@ -60,27 +60,28 @@ def add_vector_moving_summary(named_scalars, decay=0.95):
 
     Same numbers and summary tags as tensorpack's add_moving_summary (EMA with zero-debias, tag = the
     given name), but a 375-block network gets one update instead of 750 small EMA subgraphs, which
-    cost about 4% of a ResNet-32 training step on CPU.
+    cost about 4% of a ResNet-32 training step on CPU. Unlike tensorpack's EMAs these variables are
+    saved in checkpoints, so a resumed run continues the discard statistics instead of restarting them.
     """
     ctx = get_current_tower_context()
     if ctx is not None and not ctx.is_main_training_tower:
-        return
-    from tensorpack.tfutils.summary import MOVING_SUMMARY_OPS_KEY
+        return None
     graph = tfv1.get_default_graph()
     values = tf.stack([tf.cast(t, tf.float32) for _, t in named_scalars])
     with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
         with tf.name_scope("vector_EMA"):
             average = tfv1.get_variable("vector_EMA/average", shape=values.shape, initializer=tf.zeros_initializer(),
-                                        trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES])
+                                        trainable=False)
             weight = tfv1.get_variable("vector_EMA/weight", shape=[], initializer=tf.zeros_initializer(),
-                                       trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES])
+                                       trainable=False)
             new_average = average.assign(decay * average + (1 - decay) * values)
             new_weight = weight.assign(decay * weight + (1 - decay))
             debiased = new_average / new_weight
-            tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased.op)
+            tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased)
             current = average / tf.maximum(weight, 1e-12)
         for i, (name, _) in enumerate(named_scalars):
             tfv1.summary.scalar(name, current[i])
+    return current
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ModelSettings:
     momentum: float = 0.9
     nesterov: bool = False
     data_format: str = "NHWC"
+    seed: Optional[int] = None              # graph-level TensorFlow seed (initialisers), for reproducible runs
 
     def validate(self):
         if self.epsilon is not None and not self.epsilon >= 0:
@@ -131,6 +133,9 @@ class EpsResNet(ModelDesc):
 
     def build_graph(self, image, label):
         ctx = get_current_tower_context()
+        if self.settings.seed is not None:
+            # here, not before training: tensorpack leaves eager mode only when it builds the training graph
+            tfv1.set_random_seed(self.settings.seed)
         logits, side_logits, gates = self.forward(image)
         cost = self._classification_losses(logits, label, "")
         if side_logits is not None:
@@ -261,7 +266,10 @@ class EpsResNet(ModelDesc):
         add_moving_summary(cnt, ratio)
         per_block = [(b.name + "/is_discarded", flag) for b, (flag, _) in zip(self.plan.kept_blocks, gates)]
         per_block += [(b.name + "/batch_response_max", m) for b, (_, m) in zip(self.plan.kept_blocks, gates)]
-        add_vector_moving_summary(per_block)
+        current = add_vector_moving_summary(per_block)
+        if current is not None:  # main training tower: callbacks read the averages from this tensor
+            with tfv1.get_default_graph().name_scope(None):
+                tf.identity(current, name="gate_statistics_ema")
         eps = shared_scalar_variable("epsilon", self.settings.epsilon)
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)

@@ -1,0 +1,239 @@
+"""Training callbacks: learning-rate policy (standard or adaptive, SPEC §6), discard tracking, NaN guard.
+
+State that decides the future (which learning-rate schedule is in force) is rebuilt on resume from the
+per-epoch records in `discards.jsonl`, so a restarted run continues with the same schedule.
+"""
+import math
+import os
+
+import numpy as np
+from tabulate import tabulate
+
+from . import UserError
+from .fileio import append_json_line, read_json_lines
+from .tfcompat import tf, tfv1  # noqa: F401
+
+from tensorpack.callbacks import Callback, HyperParamSetter
+from tensorpack.utils import logger
+
+DISCARDED_THRESHOLD = 0.99  # moving average of is_discarded at which a block counts as discarded
+GATE_EMA_TENSOR = "gate_statistics_ema:0"
+DISCARDS_FILE = "discards.jsonl"
+
+
+class LearningRatePolicy:
+    """The learning-rate decision of SPEC §6, free of TensorFlow so it can be tested directly.
+
+    Schedules are lists of (epoch, value): the value is set when that epoch ends (epoch 0: at the start).
+    `end_of_epoch(epoch, discarded_cnt)` returns (value to set or None, whether the LR was reset).
+    Without `adaptive`, it follows `standard` and ignores discarded_cnt.
+    """
+
+    def __init__(self, standard, fast=None, adaptive=False, k=1, threshold=1.0, history=(), last_reset=None):
+        self.standard = [tuple(p) for p in standard]
+        self.fast = [tuple(p) for p in (fast or standard)]
+        self.adaptive = adaptive
+        self.k = k
+        self.threshold = threshold
+        self.history = list(history)    # discarded_cnt at the end of epochs 1, 2, ...
+        self.last_reset = last_reset    # epoch of the last reset, None before the first
+
+    @property
+    def schedule(self):
+        if self.last_reset is None:
+            return self.standard
+        return [(self.last_reset + e, v) for e, v in self.fast]
+
+    def scheduled_value(self, epoch):
+        for e, v in self.schedule:
+            if e == epoch:
+                return v
+        return None
+
+    def end_of_epoch(self, epoch, discarded_cnt=None):
+        if not self.adaptive:
+            return self.scheduled_value(epoch), False
+        self.history.append(float(discarded_cnt))
+        k = self.k
+        recent_reset = self.last_reset is not None and epoch - self.last_reset < k
+        if len(self.history) < k + 1 or recent_reset:
+            return self.scheduled_value(epoch), False
+        h = self.history[-(k + 1):]
+        if max(h) < h[0] + self.threshold:
+            return self.scheduled_value(epoch), False
+        self.last_reset = epoch
+        return self.fast[0][1], True
+
+    @classmethod
+    def from_records(cls, records, **kwargs):
+        """A policy that has seen the epochs of `records` (discards.jsonl lines, last one per epoch wins)."""
+        by_epoch = {r["epoch"]: r for r in records if "epoch" in r}
+        epochs = sorted(by_epoch)
+        history = [by_epoch[e]["discarded_cnt"] for e in epochs if by_epoch[e].get("discarded_cnt") is not None]
+        resets = [e for e in epochs if by_epoch[e].get("lr_reset")]
+        return cls(history=history, last_reset=resets[-1] if resets else None, **kwargs)
+
+
+class LearningRateSetter(HyperParamSetter):
+    """Sets `learning_rate` from a LearningRatePolicy; in adaptive mode it reads the epoch's discarded count.
+
+    Place it after the InferenceRunner and before the DiscardTracker in the callback list.
+    """
+
+    def __init__(self, policy, plan=None):
+        super().__init__("learning_rate")
+        self.policy = policy
+        self.plan = plan
+        self.reset_this_epoch = False
+
+    def _setup_graph(self):
+        super()._setup_graph()
+        self._gate_ema = self.graph.get_tensor_by_name(GATE_EMA_TENSOR) if self.policy.adaptive else None
+
+    def _before_train(self):
+        value = self.policy.scheduled_value(self.epoch_num)
+        if value is not None:
+            self.param.set_value(value)
+            logger.info("learning rate %g at epoch %d (%s schedule)" % (value, self.epoch_num, self._schedule_name()))
+
+    def _schedule_name(self):
+        return "standard" if self.policy.last_reset is None else "fast from epoch %d" % self.policy.last_reset
+
+    def _get_value_to_set(self):
+        cnt = None
+        if self._gate_ema is not None:
+            ema = self.trainer.sess.run(self._gate_ema)
+            cnt = float(np.sum(ema[:len(ema) // 2]))
+        value, self.reset_this_epoch = self.policy.end_of_epoch(self.epoch_num, cnt)
+        if self.reset_this_epoch:
+            logger.info("adaptive learning rate: discarded blocks rose to %.2f at epoch %d; learning rate reset to "
+                        "%g, fast schedule from now: %s" % (cnt, self.epoch_num, value, self.policy.schedule))
+        return value
+
+
+def gate_ema_values(sess, graph, plan):
+    """{block: (moving average of is_discarded, moving average of the batch max |F|)} for gated blocks."""
+    ema = sess.run(graph.get_tensor_by_name(GATE_EMA_TENSOR))
+    names = [b.name for b in plan.kept_blocks]
+    n = len(names)
+    return {name: (float(ema[i]), float(ema[n + i])) for i, name in enumerate(names)}
+
+
+def kernel_statistics(values):
+    """Summary of one block's residual-branch kernels: norm, max |w| and percentiles (for paper Fig. 5)."""
+    flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(1)
+    pct = np.percentile(flat, [0, 10, 25, 50, 75, 90, 100])
+    return {"norm": float(np.linalg.norm(flat)), "abs_max": float(np.abs(flat).max()),
+            "percentiles": [float(p) for p in pct]}
+
+
+class DiscardTracker(Callback):
+    """At each epoch end: a table of discarded blocks (new ones marked) and one record in discards.jsonl.
+
+    A record holds epoch, global step, ε, learning rate, whether the LR was reset, discarded_cnt (sum of the
+    blocks' moving averages of is_discarded), and per block the moving averages of is_discarded and of the
+    batch max |F|, plus statistics of its residual-branch kernels.
+    """
+
+    def __init__(self, plan, logdir, lr_setter=None):
+        self.plan = plan
+        self.path = os.path.join(logdir, DISCARDS_FILE)
+        self.lr_setter = lr_setter
+        self._previous = set()
+
+    def _setup_graph(self):
+        gated = {b.name for b in self.plan.kept_blocks}
+        self._kernels = {name: [] for name in gated}
+        for v in tfv1.global_variables():
+            name = v.op.name
+            if not name.endswith("/W") or "convshortcut" in name:
+                continue
+            block = name.rsplit("/", 2)[0]
+            if block in self._kernels:
+                self._kernels[block].append(v)
+        self._epsilon = [v for v in tfv1.global_variables() if v.op.name == "epsilon"][0]
+        self._lr = [v for v in tfv1.global_variables() if v.op.name == "learning_rate"][0]
+
+    def _before_train(self):
+        self._previous = {b for b, r in self._last_record_blocks().items() if r >= DISCARDED_THRESHOLD}
+
+    def _last_record_blocks(self):
+        records = [r for r in read_json_lines(self.path) if r.get("epoch", 0) < self.epoch_num + 1]
+        return {k: v["is_discarded"] for k, v in records[-1]["blocks"].items()} if records else {}
+
+    def _trigger_epoch(self):
+        sess = self.trainer.sess
+        stats = gate_ema_values(sess, self.graph, self.plan)
+        kernels = sess.run(self._kernels)
+        eps, lr = sess.run([self._epsilon, self._lr])
+        blocks = {}
+        for name, (flag, rmax) in stats.items():
+            blocks[name] = {"is_discarded": flag, "response_max": rmax, "kernels": kernel_statistics(kernels[name])}
+        cnt = float(sum(f for f, _ in stats.values()))
+        record = {"epoch": self.epoch_num, "global_step": int(self.global_step), "epsilon": float(eps),
+                  "learning_rate": float(lr), "discarded_cnt": cnt,
+                  "lr_reset": bool(self.lr_setter.reset_this_epoch) if self.lr_setter else False,
+                  "blocks": blocks}
+        for key in ("val_error", "val_side_error", "val_error_top5", "train_error", "side_train_error"):
+            value = self._latest(key)
+            if value is not None:
+                record[key] = value
+        try:
+            append_json_line(self.path, record)
+        except OSError as e:
+            raise UserError("cannot write %s (%s); free disk space or fix permissions, then resume with --resume"
+                            % (self.path, e))
+        discarded = [n for n, (f, _) in stats.items() if f >= DISCARDED_THRESHOLD]
+        logger.info("epoch %d: %d of %d blocks discarded (discarded_cnt %.2f, ε %.3g, lr %.3g)\n%s"
+                    % (self.epoch_num, len(discarded), len(stats), cnt, eps, lr,
+                       discard_table(self.plan, stats, self._previous)))
+        self._previous = set(discarded)
+
+    def _latest(self, name):
+        try:
+            value = self.trainer.monitors.get_latest(name)
+        except KeyError:
+            return None
+        return float(value) if value is not None else None
+
+
+def discard_table(plan, stats, previous=()):
+    """A tabulate table of the discarded blocks (moving average >= 0.99), new ones marked, plus per-group counts."""
+    rows = []
+    for b in plan.kept_blocks:
+        flag, rmax = stats[b.name]
+        if flag >= DISCARDED_THRESHOLD:
+            rows.append([b.name, "%.3f" % flag, "%.3g" % rmax, "new" if b.name not in previous else ""])
+    groups = []
+    for g in plan.groups:
+        in_group = [b for b in plan.kept_blocks if b.group == g]
+        gone = sum(1 for b in in_group if stats[b.name][0] >= DISCARDED_THRESHOLD)
+        groups.append("group %d: %d/%d discarded" % (g, gone, len(in_group)))
+    table = tabulate(rows, headers=["block", "is_discarded (avg)", "max|F| (avg)", ""]) if rows else "(none discarded)"
+    return table + "\n" + ", ".join(groups)
+
+
+class NaNGuard(Callback):
+    """Stops training at the first non-finite loss; the last checkpoint (previous epoch) is left as it was."""
+
+    def __init__(self, tensor_name="cost"):
+        self.tensor_name = tensor_name
+
+    def _setup_graph(self):
+        self._tensor = self.trainer.towers.training()[0].get_tensor(self.tensor_name)
+
+    def _before_run(self, _):
+        return tfv1.train.SessionRunArgs(fetches=self._tensor)
+
+    def _after_run(self, _, values):
+        loss = values.results
+        if not math.isfinite(float(loss)):
+            raise TrainingDiverged("training loss became %s at epoch %d, global step %d; stopped. The last "
+                                   "checkpoint in %s is intact: resume from it with a lower learning rate "
+                                   "(--resume) or check the input data"
+                                   % (loss, self.epoch_num, self.global_step, logger.get_logger_dir()))
+
+
+class TrainingDiverged(UserError):
+    pass
+

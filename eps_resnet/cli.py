@@ -1,0 +1,127 @@
+"""Command-line plumbing shared by the entry scripts: common flags, GPU selection, dry run, error handling."""
+import argparse
+import dataclasses
+import os
+import sys
+
+from . import UserError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def base_parser(description, recipe, network_flag):
+    """The flags every training script shares; `network_flag` adds -n/--num-units or -d/--depth."""
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    network_flag(p)
+    p.add_argument("--data", metavar="DIR", default=recipe.data_dir, help="dataset directory")
+    p.add_argument("-e", "--epsilon", type=float, default=recipe.epsilon,
+                   help="ε of the strict-identity gate (SPEC: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1)")
+    p.add_argument("--epsilon-start", type=int, default=recipe.epsilon_start_epoch, metavar="EPOCH",
+                   help="keep ε at 0 (a plain ResNet) until this epoch ends")
+    p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "
+                   "standard learning-rate schedule, %d epochs unless --max-epoch" % recipe.plain_max_epoch)
+    p.add_argument("--gpu", metavar="IDS", default=None,
+                   help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: CPU")
+    p.add_argument("--logdir", metavar="DIR", default=None,
+                   help="log directory of the run (default: train_log/<dataset>-<network>-<variant>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
+    p.add_argument("--load", metavar="CKPT", default=None,
+                   help="initialise the weights from this checkpoint (model-N prefix, .index file or log dir)")
+    p.add_argument("--max-epoch", type=int, default=None,
+                   help="last epoch (default: %d, or %d with --plain)" % (recipe.max_epoch, recipe.plain_max_epoch))
+    p.add_argument("--steps-per-epoch", type=int, default=recipe.steps_per_epoch,
+                   help="steps per epoch (default: one pass over the training set)")
+    p.add_argument("--batch", type=int, default=recipe.batch,
+                   help="batch size in total" if recipe.batch_is_total else "batch size per GPU")
+    p.add_argument("--no-side", action="store_true", help="switch off the side supervision (weight 0.1) mid-network")
+    p.add_argument("--workers", type=int, default=recipe.workers, help="dataflow worker processes")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the network plan (blocks per group, parameters, FLOPs) and exit")
+    return p
+
+
+def parse_gpus(text):
+    """'0,1' -> (0, 1); selects those GPUs for TensorFlow and checks that they exist."""
+    if text is None or text.strip() == "":
+        return ()
+    try:
+        ids = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise UserError("--gpu %r is not a comma-separated list of GPU ids like 0,1" % text)
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise UserError("--gpu %r: ids must be distinct and >= 0" % text)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+    from .tfcompat import tf
+    visible = len(tf.config.list_physical_devices("GPU"))
+    if visible < len(ids):
+        raise UserError("--gpu %s asks for %d GPU(s) but %d are visible; check nvidia-smi, or drop --gpu to train "
+                        "on the CPU" % (text, len(ids), visible))
+    return tuple(range(len(ids)))  # after CUDA_VISIBLE_DEVICES, TensorFlow numbers them from 0
+
+
+def recipe_from_args(recipe, args, **extra):
+    """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
+    changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
+                                 ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
+    changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
+                   resume=args.resume, batch=args.batch, workers=args.workers,
+                   max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
+    if args.no_side:
+        changes["side_weight"] = 0.0
+    changes.update(extra)
+    return dataclasses.replace(recipe, **changes)
+
+
+def plan_table(plan, gated):
+    from tabulate import tabulate
+    rows = []
+    for g in plan.groups:
+        blocks = [b for b in plan.blocks if b.group == g]
+        rows.append(["group %d" % g, len(blocks), len(blocks) if gated else 0,
+                     "%d -> %d" % (blocks[0].in_channels, blocks[-1].out_channels),
+                     "%d" % blocks[-1].out_size, "%.3f M" % (sum(b.num_params for b in blocks) / 1e6),
+                     "%.3f G" % (sum(b.flops for b in blocks) / 1e9)])
+    rows.append(["total", len(plan.blocks), len(plan.blocks) if gated else 0, "", "",
+                 "%.3f M" % (plan.num_params / 1e6), "%.3f G" % (plan.flops / 1e9)])
+    table = tabulate(rows, headers=["", "blocks", "gated", "channels", "map", "parameters", "FLOPs (MAC)"])
+    head = ("%s network, depth %d, %d gated blocks, %.2f M parameters (+%d side-head parameters in training), "
+            "%.3f G multiply-accumulates per image"
+            % (plan.style, plan.full_depth, len(plan.blocks) if gated else 0, plan.num_params / 1e6,
+               plan.side_params, plan.flops / 1e9))
+    return head + "\n" + table
+
+
+def main_guard(main):
+    """Run `main()`; a UserError becomes one line on stderr and exit code 2, an interrupt exit code 130."""
+    try:
+        result = main()
+    except UserError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result or 0)
+
+
+def run_training(recipe, dry_run=False):
+    """--dry-run: print the plan; otherwise train and print the outcome."""
+    from .training import build_plan, train
+    recipe = recipe.validate()
+    if dry_run:
+        print(plan_table(build_plan(recipe), gated=not recipe.plain))
+        return 0
+    if not recipe.fake_data and recipe.dataset != "digits" and not recipe.data_dir:
+        raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
+                        % recipe.dataset)
+    summary = train(recipe)
+    lines = ["run finished: %s" % summary["logdir"]]
+    if "val_error" in summary:
+        lines.append("validation error %.4f (accuracy %.2f%%)" % (summary["val_error"], 100 * (1 - summary["val_error"])))
+    if "discarded" in summary:
+        lines.append("discarded blocks: %d of %d%s" % (len(summary["discarded"]), summary["gated_blocks"],
+                                                       (": " + ", ".join(summary["discarded"])) if summary["discarded"] else ""))
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,334 @@
+"""From a training log directory to a verified SavedModel of the reduced network (SPEC §8).
+
+1. Calibration: the gated model runs over held-out images; each block's per-example max|F| is read.
+   A block is discarded when max|F| < ε on every example (`criterion="calibration"`), or, as the
+   released code did, when its moving average of is_discarded at the last epoch is 1.0 (`"ema"`).
+2. The reduced plan (same plan, discarded residual branches removed) builds a plain ResNet whose
+   variables have the checkpoint's names, so it restores by name.
+3. The SavedModel (`serving_default`: uint8 `image` -> `logits`, `probabilities`, `classes`) is written
+   to a temporary directory, verified against the gated model's logits in a clean Python process that
+   imports only TensorFlow, measured, and only then renamed to its final place.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import UserError
+from .callbacks import DISCARDS_FILE
+from .data import build_dataflow, dataset_info
+from .fileio import atomic_write_text, read_json_lines
+from .model import EpsResNet, ModelSettings
+from .plan import Plan
+from .tfcompat import tf, tfv1
+from .training import PLAN_FILE, RUN_FILE, check_checkpoint_matches, latest_checkpoint
+
+from tensorpack.tfutils.tower import PredictTowerContext
+
+SIGNATURE = "serving_default"
+MAX_ABS_DIFF = 1e-3
+
+# Runs in a fresh interpreter that imports neither tensorpack nor eps_resnet: proof that the export
+# stands alone. Reads images from an .npz, writes the logits next to it.
+_CLEAN_LOAD = r"""
+import sys, numpy as np, tensorflow as tf
+assert "tensorpack" not in sys.modules and "eps_resnet" not in sys.modules
+export, data, out = sys.argv[1:4]
+fn = tf.saved_model.load(export).signatures["serving_default"]
+images = np.load(data)["images"]
+logits = [fn(image=tf.constant(images[i:i + 64]))["logits"].numpy() for i in range(0, len(images), 64)]
+np.save(out, np.concatenate(logits))
+"""
+
+
+@dataclass
+class RunInfo:
+    logdir: str
+    plan: Plan
+    recipe: dict
+    checkpoint: str
+    records: list = field(default_factory=list)
+
+    @property
+    def gated(self):
+        return self.recipe.get("epsilon") is not None
+
+
+def load_run(logdir, checkpoint=None) -> RunInfo:
+    if not os.path.isdir(logdir):
+        raise UserError("log directory %s does not exist; pass the --logdir of a training run" % logdir)
+    plan_path = os.path.join(logdir, PLAN_FILE)
+    if not os.path.isfile(plan_path):
+        raise UserError("%s has no plan.json; is it the log directory of a training run?" % logdir)
+    plan = Plan.load(plan_path)
+    with open(os.path.join(logdir, RUN_FILE)) as f:
+        recipe = json.load(f)["recipe"]
+    if checkpoint is None:
+        ckpt = latest_checkpoint(logdir)
+    elif str(checkpoint).isdigit():
+        ckpt = latest_checkpoint(os.path.join(logdir, "model-%s" % checkpoint))
+    else:
+        ckpt = latest_checkpoint(checkpoint)
+    if ckpt is None:
+        raise UserError("no checkpoint %sin %s; train first, or pass --checkpoint STEP|PATH"
+                        % ("model-%s " % checkpoint if checkpoint else "", logdir))
+    return RunInfo(logdir, plan, recipe, ckpt, read_json_lines(os.path.join(logdir, DISCARDS_FILE)))
+
+
+def calibration_images(run, data_dir=None, batches=None, batch_size=64):
+    """(images uint8 [N,H,W,3], labels [N]) of the dataset's validation split (the first `batches` batches)."""
+    dataset = run.recipe["dataset"]
+    data_dir = data_dir or run.recipe.get("data_dir")
+    if run.recipe.get("fake_data"):
+        raise UserError("this run trained on --fake data; pass --data DIR with the real validation images")
+    ds = build_dataflow(dataset, dataset_info(dataset).val_split, batch_size, data_dir=data_dir,
+                        image_size=run.plan.image_size)
+    ds.reset_state()
+    images, labels = [], []
+    for i, (x, y) in enumerate(ds):
+        if batches is not None and i >= batches:
+            break
+        images.append(x)
+        labels.append(y)
+    if not images:
+        raise UserError("no calibration images found for %s in %s" % (dataset, data_dir))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _restore(sess, ckpt):
+    tfv1.train.Saver(var_list={v.op.name: v for v in tfv1.global_variables()}).restore(sess, ckpt)
+
+
+def calibrate(run, images, batch_size=64):
+    """Gated model over `images`: logits [N, C], per-block per-example max|F| {block: [N]}, and ε."""
+    settings = ModelSettings(epsilon=run.recipe.get("epsilon"), side_weight=0.0)
+    model = EpsResNet(run.plan, settings)
+    check_checkpoint_matches(model, run.checkpoint)
+    with tf.Graph().as_default() as g:
+        image = tfv1.placeholder(tf.uint8, [None] + list(images.shape[1:]), name="image")
+        with PredictTowerContext(""):
+            logits, _, _ = model.forward(image)
+        fetch = {"logits": logits}
+        if run.gated:
+            fetch.update({b.name: g.get_tensor_by_name(b.name + "/response_max:0") for b in run.plan.kept_blocks})
+        with tfv1.Session() as sess:
+            _restore(sess, run.checkpoint)
+            eps_var = [v for v in tfv1.global_variables() if v.op.name == "epsilon"]  # the variable, not its handle
+            epsilon = float(sess.run(eps_var[0])) if run.gated else None
+            outs = [sess.run(fetch, {image: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
+    logits = np.concatenate([o["logits"] for o in outs])
+    maxima = {k: np.concatenate([o[k] for o in outs]) for k in fetch if k != "logits"}
+    return logits, maxima, epsilon
+
+
+def decide(run, maxima, epsilon, criterion="calibration"):
+    """Names of the blocks to remove, and a per-block evidence table (list of dicts)."""
+    last = run.records[-1]["blocks"] if run.records else {}
+    rows, discarded = [], []
+    for b in run.plan.blocks:
+        if not b.residual:
+            continue
+        ema = last.get(b.name, {}).get("is_discarded")
+        kernel_norm = last.get(b.name, {}).get("kernels", {}).get("norm")
+        calib_max = float(maxima[b.name].max()) if b.name in maxima else None
+        if not run.gated:
+            gone = False
+        elif criterion == "ema":
+            gone = ema is not None and ema >= 1.0
+        else:
+            gone = calib_max < epsilon
+        if gone:
+            discarded.append(b.name)
+        rows.append({"block": b.name, "group": b.group, "calibration_max": calib_max, "epsilon": epsilon,
+                     "ema_is_discarded": ema, "kernel_norm": kernel_norm, "discarded": gone})
+    return discarded, rows
+
+
+def build_export_graph(plan, image_shape):
+    """Graph of the plain network of `plan` with clean serving names; returns (graph, input, outputs)."""
+    g = tf.Graph()
+    with g.as_default():
+        image = tfv1.placeholder(tf.uint8, [None] + list(image_shape), name="image")
+        model = EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0.0))
+        with PredictTowerContext(""):
+            logits, _, _ = model.forward(image)
+        outputs = {"logits": logits, "probabilities": tf.nn.softmax(logits, name="probabilities"),
+                   "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
+    return g, image, outputs
+
+
+def write_saved_model(plan, ckpt, export_dir, image_shape):
+    g, image, outputs = build_export_graph(plan, image_shape)
+    with g.as_default(), tfv1.Session(graph=g) as sess:
+        _restore(sess, ckpt)
+        builder = tfv1.saved_model.Builder(export_dir)
+        signature = tfv1.saved_model.predict_signature_def(inputs={"image": image}, outputs=outputs)
+        builder.add_meta_graph_and_variables(sess, [tfv1.saved_model.SERVING], signature_def_map={SIGNATURE: signature},
+                                             strip_default_attrs=True)
+        builder.save()
+    plan.save(os.path.join(export_dir, PLAN_FILE))
+
+
+def clean_process_logits(export_dir, images, workdir):
+    data = os.path.join(workdir, "calibration.npz")
+    out = os.path.join(workdir, "logits.npy")
+    np.savez(data, images=images)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    proc = subprocess.run([sys.executable, "-c", _CLEAN_LOAD, export_dir, data, out], capture_output=True, text=True,
+                          env=env, cwd=workdir)
+    if proc.returncode != 0:
+        raise RuntimeError("the SavedModel did not load in a clean process:\n" + proc.stderr[-3000:])
+    return np.load(out)
+
+
+def dir_size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def latency(plan, ckpt, image_shape, batch, gated_epsilon=None, repeats=20):
+    """Median seconds per forward pass at `batch` of the network of `plan` (gated if epsilon given)."""
+    g = tf.Graph()
+    with g.as_default():
+        image = tfv1.placeholder(tf.uint8, [batch] + list(image_shape))
+        with PredictTowerContext(""):
+            logits, _, _ = EpsResNet(plan, ModelSettings(epsilon=gated_epsilon, side_weight=0.0)).forward(image)
+        x = np.random.RandomState(0).randint(0, 256, size=[batch] + list(image_shape)).astype(np.uint8)
+        with tfv1.Session(graph=g) as sess:
+            _restore(sess, ckpt)
+            for _ in range(3):
+                sess.run(logits, {image: x})
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sess.run(logits, {image: x})
+                times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def prepare_output(out, force):
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not force:
+        raise UserError("%s already exists; choose another --out or pass --force to replace it (after the new "
+                        "export verified)" % out)
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    except OSError as e:
+        raise UserError("cannot write to %s (%s); choose a writable --out" % (parent, e))
+    return out, staging
+
+
+def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, criterion="calibration", verify=True,
+           force=False, measure=True, log=print):
+    """The whole pipeline; returns the report dict. On any failure nothing is left at `out`."""
+    if os.path.abspath(out).startswith(os.path.abspath(logdir) + os.sep) or os.path.abspath(out) == os.path.abspath(logdir):
+        raise UserError("--out %s is inside the log directory; prune_export never writes into %s" % (out, logdir))
+    run = load_run(logdir, checkpoint)
+    if criterion not in ("calibration", "ema"):
+        raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
+    if criterion == "ema" and not run.records:
+        raise UserError("--criterion ema needs %s in %s; use the default calibration criterion"
+                        % (DISCARDS_FILE, logdir))
+    out, staging = prepare_output(out, force)
+    quiet_layer_logs()
+    try:
+        images, labels = calibration_images(run, data_dir, calib_batches)
+        log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
+        gated_logits, maxima, epsilon = calibrate(run, images)
+        discarded, evidence = decide(run, maxima, epsilon, criterion)
+        reduced = run.plan.without(discarded)
+        export_dir = os.path.join(staging, "saved_model")
+        write_saved_model(reduced, run.checkpoint, export_dir, images.shape[1:])
+        report = {"logdir": os.path.abspath(logdir), "checkpoint": run.checkpoint, "criterion": criterion,
+                  "epsilon": epsilon, "gated": run.gated, "discarded": discarded, "evidence": evidence,
+                  "calibration_images": int(len(images))}
+        if verify:
+            with tempfile.TemporaryDirectory(dir=staging) as work:
+                export_logits = clean_process_logits(export_dir, images, work)
+            diff = float(np.abs(export_logits - gated_logits).max())
+            agree = float(np.mean(export_logits.argmax(1) == gated_logits.argmax(1)))
+            report["verification"] = {"max_abs_diff": diff, "top1_agreement": agree}
+            report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
+            report["val_error_export"] = float(np.mean(export_logits.argmax(1) != labels))
+            if agree < 1.0 or diff > MAX_ABS_DIFF:
+                raise ExportVerificationFailed(
+                    "the reduced network does not reproduce the gated model on the calibration images (top-1 "
+                    "agreement %.4f, max |logit diff| %.3g > %g); a kept block's gate must have closed on some batch "
+                    "or a removed one opened: nothing was exported" % (agree, diff, MAX_ABS_DIFF))
+        report.update(size_report(run.plan, reduced, export_dir, staging))
+        if measure:
+            report.update(speed_report(run, reduced, images.shape[1:], epsilon))
+        from .report import write_export_report
+        write_export_report(report, run.plan, reduced, staging)
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report["out"] = out
+    return report
+
+
+def quiet_layer_logs():
+    """tensorpack logs every layer's shapes each time a graph is built; the export builds several."""
+    import logging
+    from tensorpack.utils import logger
+    logger._logger.setLevel(logging.WARNING)
+
+
+class ExportVerificationFailed(Exception):
+    """The export does not compute the trained function (exit code 1, nothing written)."""
+
+
+def size_report(plan, reduced, export_dir, staging):
+    full_dir = os.path.join(staging, ".full")
+    g, image, outputs = build_export_graph(plan, (plan.image_size, plan.image_size, 3))
+    with g.as_default(), tfv1.Session(graph=g) as sess:  # same format as the export, for a fair size
+        sess.run(tfv1.global_variables_initializer())
+        builder = tfv1.saved_model.Builder(full_dir)
+        builder.add_meta_graph_and_variables(sess, [tfv1.saved_model.SERVING], strip_default_attrs=True)
+        builder.save()
+    before = dir_size(full_dir)
+    shutil.rmtree(full_dir)
+    return {"layers_before": plan.full_depth, "layers_after": reduced.depth,
+            "compression_ratio": plan.full_depth / reduced.depth,
+            "params_before": plan.num_params, "params_after": reduced.num_params,
+            "flops_before": plan.flops, "flops_after": reduced.flops,
+            "bytes_before": before, "bytes_after": dir_size(export_dir)}
+
+
+def speed_report(run, reduced, image_shape, epsilon):
+    result = {}
+    for batch in (1, 64):
+        full = latency(run.plan, run.checkpoint, image_shape, batch, gated_epsilon=epsilon)
+        small = latency(reduced, run.checkpoint, image_shape, batch)
+        result["latency_b%d" % batch] = {"gated_ms": full * 1e3, "export_ms": small * 1e3, "speedup": full / small}
+    result["ideal_speedup"] = run.plan.flops / reduced.flops
+    return result
+
+
+def _move_into_place(staging, out):
+    """staging/saved_model (+ reports) becomes `out`; an existing `out` is replaced only now, after verification."""
+    final = os.path.join(staging, "saved_model")
+    for name in os.listdir(staging):
+        if name != "saved_model":
+            shutil.move(os.path.join(staging, name), os.path.join(final, name))
+    backup = None
+    if os.path.exists(out):
+        backup = out + ".replaced-%d" % os.getpid()
+        os.rename(out, backup)
+    os.rename(final, out)
+    shutil.rmtree(staging, ignore_errors=True)
+    if backup:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=float))

@@ -1,0 +1,105 @@
+"""SPEC §5 as data: one frozen training recipe per dataset, every field overridable from the command line.
+
+A recipe says what to train (network, ε, schedules, regularisation) and how to run it (data, devices, log
+directory). `dataclasses.replace(recipe, field=value)` gives a variant; `validate()` checks it.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from . import UserError
+
+Schedule = Tuple[Tuple[int, float], ...]
+
+CIFAR_STANDARD_LR: Schedule = ((0, 0.1), (82, 0.01), (123, 0.001), (300, 0.0002))
+CIFAR_FAST_LR: Schedule = ((0, 0.1), (41, 0.01), (61, 0.001), (150, 0.0002))
+SVHN_STANDARD_LR: Schedule = ((1, 0.1), (20, 0.01), (28, 0.001), (50, 0.0001))
+SVHN_FAST_LR: Schedule = ((1, 0.1), (10, 0.01), (14, 0.001), (25, 0.0001))
+IMAGENET_LR: Schedule = ((0, 0.1), (30, 0.01), (60, 0.001), (85, 1e-4), (95, 1e-5))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dataset: str                          # cifar10, cifar100, svhn, imagenet, digits
+    num_units: int = 18                   # blocks per group, CIFAR-style networks (depth 6n+2)
+    depth: int = 101                      # ImageNet depth (18, 34, 50, 101, 152)
+    epsilon: Optional[float] = 2.5        # None: plain pre-activation ResNet (no gates)
+    epsilon_start_epoch: int = 0          # ε is 0 (gates open) until this epoch ends
+    batch: int = 128                      # per GPU (CIFAR/SVHN/digits) or in total (ImageNet)
+    batch_is_total: bool = False
+    max_epoch: int = 1000                 # ε-ResNet
+    plain_max_epoch: int = 200            # plain baseline
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training set
+    standard_lr: Schedule = CIFAR_STANDARD_LR
+    fast_lr: Schedule = CIFAR_FAST_LR
+    adaptive_lr: bool = True
+    adaptive_k: int = 1
+    adaptive_threshold: float = 1.0
+    weight_decay: float = 2e-4
+    weight_decay_every: Optional[int] = 480000  # x0.2 every this many steps; None: constant
+    nesterov: bool = False
+    side_weight: float = 0.1              # 0: no side supervision
+    svhn_jitter: str = "paper"            # SVHN colour jitter: paper, released or none
+    image_size: Optional[int] = None      # None: the dataset's (32 or 224)
+    # how to run
+    data_dir: Optional[str] = None
+    workers: int = 2                      # dataflow processes
+    logdir: Optional[str] = None          # None: train_log/<name>
+    gpus: Tuple[int, ...] = ()            # () : CPU
+    resume: bool = False
+    load: Optional[str] = None            # initialise weights from this checkpoint
+    fake_data: bool = False               # ImageNet: synthetic input, to benchmark the graph
+    max_to_keep: int = 3                  # checkpoints kept
+    seed: Optional[int] = None
+
+    @property
+    def plain(self):
+        return self.epsilon is None
+
+    @property
+    def style(self):
+        return "imagenet" if self.dataset == "imagenet" else "cifar"
+
+    def run_name(self):
+        net = "resnet%d" % self.depth if self.style == "imagenet" else "n%d" % self.num_units
+        variant = "plain" if self.plain else "eps%g" % self.epsilon
+        return "%s-%s-%s" % (self.dataset, net, variant)
+
+    def validate(self):
+        if self.epsilon is not None and not self.epsilon >= 0:
+            raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
+        if self.num_units < 1:
+            raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
+        if self.batch < 1:
+            raise UserError("--batch must be >= 1, got %r" % (self.batch,))
+        if self.max_epoch < 1:
+            raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
+        if self.resume and self.load:
+            raise UserError("--resume continues the run in --logdir with its own checkpoint; drop --load")
+        if self.batch_is_total and self.gpus and self.batch % len(self.gpus):
+            raise UserError("--batch %d (total) does not divide over %d GPUs; use a multiple of %d"
+                            % (self.batch, len(self.gpus), len(self.gpus)))
+        return self
+
+
+# The released CIFAR code kept ε at 0 (a plain ResNet) for 150 epochs, then switched the gates on.
+CIFAR10 = Recipe(dataset="cifar10", epsilon_start_epoch=150)
+CIFAR100 = dataclasses.replace(CIFAR10, dataset="cifar100")
+
+SVHN = Recipe(dataset="svhn", epsilon=1.5, max_epoch=200, plain_max_epoch=80,
+              standard_lr=SVHN_STANDARD_LR, fast_lr=SVHN_FAST_LR)
+
+IMAGENET = Recipe(dataset="imagenet", depth=101, epsilon=2.0, batch=256, batch_is_total=True, max_epoch=110,
+                  plain_max_epoch=110, steps_per_epoch=5000, standard_lr=IMAGENET_LR, fast_lr=IMAGENET_LR,
+                  adaptive_lr=False, weight_decay=1e-4, weight_decay_every=None, nesterov=True, workers=8)
+
+# The bundled digits demo: small enough for 2 CPU cores in a few minutes, tuned so that some blocks are
+# discarded and some kept (schedules compressed in proportion to the short run).
+DIGITS_DEMO = Recipe(dataset="digits", num_units=2, epsilon=2.5, epsilon_start_epoch=0, batch=64,
+                     max_epoch=30, plain_max_epoch=30,
+                     standard_lr=((0, 0.1), (15, 0.01), (25, 0.001)), fast_lr=((0, 0.1), (8, 0.01), (12, 0.001)),
+                     weight_decay=5e-4, weight_decay_every=None, workers=0, max_to_keep=2, seed=1)
+
+RECIPES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN, "imagenet": IMAGENET, "digits": DIGITS_DEMO}

@@ -1,0 +1,77 @@
+"""Reports: the export report (tables with tabulate, saved as report.md and report.json)."""
+import json
+import os
+
+from tabulate import tabulate
+
+from .fileio import atomic_write_text
+
+
+def _mb(n):
+    return "%.2f MB" % (n / 1e6)
+
+
+def group_table(plan, reduced):
+    rows = []
+    for g in plan.groups:
+        total = [b for b in plan.blocks if b.group == g]
+        kept = [b for b in reduced.blocks if b.group == g and b.residual]
+        rows.append(["group %d" % g, "%d / %d" % (len(kept), len(total)),
+                     ", ".join(b.name for b in reduced.blocks if b.group == g and not b.residual) or "-"])
+    return tabulate(rows, headers=["", "kept / total blocks", "discarded"])
+
+
+def summary_table(report):
+    rows = [["layers", report["layers_before"], report["layers_after"]],
+            ["parameters", "%.3f M" % (report["params_before"] / 1e6), "%.3f M" % (report["params_after"] / 1e6)],
+            ["FLOPs (multiply-accumulates)", "%.3f G" % (report["flops_before"] / 1e9),
+             "%.3f G" % (report["flops_after"] / 1e9)],
+            ["SavedModel size", _mb(report["bytes_before"]), _mb(report["bytes_after"])]]
+    if "val_error_gated" in report:
+        rows.append(["validation error (%d images)" % report["calibration_images"],
+                     "%.2f%% (gated)" % (100 * report["val_error_gated"]), "%.2f%%" % (100 * report["val_error_export"])])
+    for batch in (1, 64):
+        key = "latency_b%d" % batch
+        if key in report:
+            rows.append(["CPU latency, batch %d" % batch, "%.1f ms (gated)" % report[key]["gated_ms"],
+                         "%.1f ms" % report[key]["export_ms"]])
+    return tabulate(rows, headers=["", "trained network", "export"])
+
+
+def evidence_table(report):
+    rows = []
+    for e in report["evidence"]:
+        rows.append([e["block"], "-" if e["calibration_max"] is None else "%.3g" % e["calibration_max"],
+                     "-" if e["ema_is_discarded"] is None else "%.3f" % e["ema_is_discarded"],
+                     "-" if e["kernel_norm"] is None else "%.3g" % e["kernel_norm"],
+                     "discarded" if e["discarded"] else "kept"])
+    return tabulate(rows, headers=["block", "max|F| on calibration", "is_discarded (avg, last epoch)",
+                                   "kernel norm", "decision"])
+
+
+def export_report_text(report, plan, reduced):
+    lines = ["# ε-ResNet export", ""]
+    if not report["gated"]:
+        lines += ["This run trained a plain ResNet (no gates): no block can be discarded; the export is the full "
+                  "network.", ""]
+    else:
+        lines += ["Discarded %d of %d blocks (criterion: %s, ε = %g). Compression ratio %.2f (layers %d -> %d)."
+                  % (len(report["discarded"]), len(plan.blocks), report["criterion"], report["epsilon"],
+                     report["compression_ratio"], report["layers_before"], report["layers_after"]), ""]
+    lines += ["```", group_table(plan, reduced), "```", "", "```", summary_table(report), "```", ""]
+    if "verification" in report:
+        v = report["verification"]
+        lines += ["Verification against the gated checkpoint on the calibration images: max |logit difference| "
+                  "%.3g, top-1 agreement %.2f%%." % (v["max_abs_diff"], 100 * v["top1_agreement"]), ""]
+    if "latency_b64" in report:
+        lines += ["Measured speedup at batch 64: %.2fx (ideal from FLOPs: %.2fx, ratio %.2f)."
+                  % (report["latency_b64"]["speedup"], report["ideal_speedup"],
+                     report["latency_b64"]["speedup"] / report["ideal_speedup"]), ""]
+    lines += ["## Evidence per block", "", "```", evidence_table(report), "```", ""]
+    return "\n".join(lines)
+
+
+def write_export_report(report, plan, reduced, directory):
+    atomic_write_text(os.path.join(directory, "report.md"), export_report_text(report, plan, reduced))
+    atomic_write_text(os.path.join(directory, "report.json"),
+                      json.dumps(report, indent=1, sort_keys=True, default=float))

@@ -1,0 +1,234 @@
+"""One `train(recipe)` for every entry script: log directory, data, model, callbacks, trainer, resume.
+
+A log directory holds one run: plan.json, run.json (the recipe and the steps per epoch), checkpoints,
+TensorBoard events, stats.json (tensorpack's per-epoch scalars), discards.jsonl and log.log. A new run
+refuses a directory that holds anything; `resume=True` continues the run found there.
+"""
+import dataclasses
+import json
+import os
+
+from . import UserError
+from .callbacks import DiscardTracker, LearningRatePolicy, LearningRateSetter, NaNGuard, DISCARDS_FILE
+from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
+from .fileio import atomic_write_text, read_json_lines
+from .model import EpsResNet, ModelSettings
+from .plan import Plan, cifar_plan, imagenet_plan
+from .tfcompat import tf, tfv1
+
+from tensorpack import (ClassificationError, EstimatedTimeLeft, InferenceRunner, ModelSaver, QueueInput,
+                        ScalarStats, ScheduledHyperParamSetter, SimpleTrainer, SmartInit,
+                        SyncMultiGPUTrainerReplicated, TrainConfig, launch_train_with_config)
+from tensorpack.dataflow import FakeData
+from tensorpack.tfutils.tower import TowerContext
+from tensorpack.utils import logger
+from tensorpack.utils.utils import fix_rng_seed
+
+RUN_FILE = "run.json"
+PLAN_FILE = "plan.json"
+
+
+# ---- what to build --------------------------------------------------------------------------------
+def num_classes_of(recipe):
+    if recipe.dataset == "imagenet" and not recipe.fake_data:
+        return len(imagenet_synsets(recipe.data_dir)) if recipe.data_dir and os.path.isdir(recipe.data_dir) else 1000
+    return dataset_info(recipe.dataset).num_classes
+
+
+def build_plan(recipe, num_classes=None) -> Plan:
+    num_classes = num_classes or num_classes_of(recipe)
+    size = recipe.image_size or dataset_info(recipe.dataset).image_size
+    if recipe.style == "imagenet":
+        return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
+    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size)
+
+
+def model_settings(recipe) -> ModelSettings:
+    return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
+                         weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
+                         nesterov=recipe.nesterov, data_format="NCHW" if recipe.gpus else "NHWC", seed=recipe.seed)
+
+
+# ---- log directory -----------------------------------------------------------------------------------
+def resolve_logdir(recipe):
+    return recipe.logdir or os.path.join("train_log", recipe.run_name())
+
+
+def latest_checkpoint(path):
+    """The checkpoint prefix for a log directory, a `model-N` prefix, or one of its files; None if none."""
+    if os.path.isdir(path):
+        return tf.train.latest_checkpoint(path)
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if ".data-" in path:
+        path = path.split(".data-")[0]
+    return path if os.path.isfile(path + ".index") else None
+
+
+def prepare_logdir(recipe, plan):
+    """Check (and for a new run create) the log directory; returns (logdir, checkpoint to resume or None)."""
+    logdir = resolve_logdir(recipe)
+    if recipe.resume:
+        ckpt = latest_checkpoint(logdir) if os.path.isdir(logdir) else None
+        if ckpt is None:
+            raise UserError("nothing to resume in %s: no checkpoint there; start a new run without --resume"
+                            % logdir)
+        saved = Plan.load(os.path.join(logdir, PLAN_FILE))
+        if saved != plan:
+            raise UserError("%s holds a run of another network (%d blocks, depth %d) than the one asked for "
+                            "(%d blocks, depth %d); resume with the same -n/-d and dataset flags"
+                            % (logdir, len(saved.blocks), saved.full_depth, len(plan.blocks), plan.full_depth))
+        return logdir, ckpt
+    if os.path.exists(logdir) and (not os.path.isdir(logdir) or os.listdir(logdir)):
+        raise UserError("%s already holds a run; continue it with --resume or choose a new --logdir "
+                        "(previous runs are never deleted)" % logdir)
+    try:
+        os.makedirs(logdir, exist_ok=True)
+        probe = os.path.join(logdir, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError("cannot write the log directory %s (%s); choose a writable --logdir" % (logdir, e))
+    return logdir, None
+
+
+def check_checkpoint_matches(model, ckpt):
+    """Raise UserError naming the first variable of the model that the checkpoint lacks or shapes differently."""
+    try:
+        shapes = tf.train.load_checkpoint(ckpt).get_variable_to_shape_map()
+    except Exception as e:
+        raise UserError("cannot read checkpoint %s (%s); pass a model-N prefix or its .index file" % (ckpt, e))
+    with tf.Graph().as_default():
+        spec = model.inputs()
+        with TowerContext("", is_training=False):
+            model.build_graph(*[tfv1.placeholder(s.dtype, s.shape) for s in spec])
+        for v in tfv1.global_variables():
+            name = v.op.name
+            if name not in shapes:
+                raise UserError("checkpoint %s does not match this network: it has no variable %s (another depth "
+                                "or dataset?); load a checkpoint of the same network" % (ckpt, name))
+            if list(shapes[name]) != v.shape.as_list():
+                raise UserError("checkpoint %s does not match this network: %s has shape %s there, %s here"
+                                % (ckpt, name, shapes[name], v.shape.as_list()))
+
+
+def checkpoint_global_step(ckpt):
+    return int(tf.train.load_checkpoint(ckpt).get_tensor("global_step"))
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def build_data(recipe, plan, batch_per_tower):
+    """(train dataflow, validation dataflow or None, mean image or None)."""
+    size = plan.image_size
+    if recipe.fake_data:
+        fake = FakeData([[batch_per_tower, size, size, 3], [batch_per_tower]], size=1000, random=False,
+                        dtype=["uint8", "int32"], domain=[(0, 255), (0, plan.num_classes)])
+        return fake, None, None
+    if dataset_info(recipe.dataset).in_memory:
+        arrays = load_arrays(recipe.dataset, "train", recipe.data_dir)
+        mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0])
+        train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=recipe.workers,
+                               svhn_jitter=recipe.svhn_jitter, arrays=arrays)
+        val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir)
+        return train, val, mean
+    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=recipe.workers,
+                           image_size=size)
+    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=recipe.workers,
+                         image_size=size)
+    return train, val, None
+
+
+# ---- training ----------------------------------------------------------------------------------------
+def train(recipe):
+    """Train as the recipe says; returns a summary dict (logdir, epochs, last validation error, discards)."""
+    recipe = recipe.validate()
+    plan = build_plan(recipe)
+    logdir, resume_ckpt = prepare_logdir(recipe, plan)
+    towers = max(1, len(recipe.gpus))
+    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch
+    if recipe.batch_is_total and recipe.batch % towers:
+        raise UserError("--batch %d does not divide over %d towers" % (recipe.batch, towers))
+
+    train_df, val_df, mean = build_data(recipe, plan, batch_per_tower)
+    model = EpsResNet(plan, model_settings(recipe), mean_image=mean)
+    if recipe.load:
+        ckpt = latest_checkpoint(recipe.load)
+        if ckpt is None:
+            raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
+                            "directory" % recipe.load)
+        check_checkpoint_matches(model, ckpt)
+
+    run_path = os.path.join(logdir, RUN_FILE)
+    if resume_ckpt:
+        with open(run_path) as f:
+            steps_per_epoch = json.load(f)["steps_per_epoch"]
+        starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1
+        session_init = SmartInit(resume_ckpt)
+    else:
+        steps_per_epoch = recipe.steps_per_epoch or len(train_df)
+        starting_epoch = 1
+        session_init = SmartInit(latest_checkpoint(recipe.load)) if recipe.load else None
+        plan.save(os.path.join(logdir, PLAN_FILE))
+        atomic_write_text(run_path, json.dumps({"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
+                                                "towers": towers, "batch_per_tower": batch_per_tower}, indent=1))
+    max_epoch = recipe.max_epoch
+    if starting_epoch > max_epoch:
+        raise UserError("the run in %s already finished epoch %d of --max-epoch %d; raise --max-epoch to train on"
+                        % (logdir, starting_epoch - 1, max_epoch))
+
+    logger.set_logger_dir(logdir, action="k")
+    logger.info("plan: %d blocks, depth %d, %.2f M parameters; %d tower(s) x batch %d; %d steps per epoch; "
+                "epochs %d..%d" % (len(plan.blocks), plan.full_depth, plan.num_params / 1e6, towers,
+                                   batch_per_tower, steps_per_epoch, starting_epoch, max_epoch))
+    callbacks = [ModelSaver(max_to_keep=recipe.max_to_keep, checkpoint_dir=logdir)]
+    if val_df is not None:
+        infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
+        if model.side:
+            infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
+        if recipe.style == "imagenet":
+            infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
+        callbacks.append(InferenceRunner(val_df, infs))
+
+    records = [r for r in read_json_lines(os.path.join(logdir, DISCARDS_FILE)) if r.get("epoch", 0) < starting_epoch]
+    policy = LearningRatePolicy.from_records(
+        records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
+        k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
+    lr_setter = LearningRateSetter(policy)
+    callbacks.append(lr_setter)
+    if not recipe.plain:
+        if recipe.epsilon_start_epoch > 0:
+            callbacks.append(ScheduledHyperParamSetter(
+                "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
+        callbacks.append(DiscardTracker(plan, logdir, lr_setter))
+    callbacks += [NaNGuard(), EstimatedTimeLeft()]
+
+    config = TrainConfig(model=model, data=QueueInput(train_df), callbacks=callbacks,
+                         steps_per_epoch=steps_per_epoch, max_epoch=max_epoch, starting_epoch=starting_epoch,
+                         session_init=session_init)
+    trainer = SyncMultiGPUTrainerReplicated(towers) if towers > 1 else SimpleTrainer()
+    if recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
+        fix_rng_seed(recipe.seed)
+    launch_train_with_config(config, trainer)
+    return summarize_run(logdir)
+
+
+def summarize_run(logdir):
+    """Last epoch's validation error and discard record of a run, read from its files."""
+    summary = {"logdir": logdir}
+    stats_path = os.path.join(logdir, "stats.json")
+    if os.path.isfile(stats_path):
+        with open(stats_path) as f:
+            stats = json.load(f)
+        if stats:
+            summary["epoch"] = stats[-1].get("epoch_num")
+            for key in ("val_error", "val_side_error", "val_error_top5"):
+                if key in stats[-1]:
+                    summary[key] = stats[-1][key]
+    records = read_json_lines(os.path.join(logdir, DISCARDS_FILE))
+    if records:
+        last = records[-1]
+        summary["discarded"] = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99)
+        summary["gated_blocks"] = len(last["blocks"])
+    return summary

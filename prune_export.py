@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Remove the blocks an ε-ResNet discarded and export the reduced network as a verified SavedModel.
+
+Reads LOGDIR (plan.json, checkpoints, discards.jsonl) and never writes into it. The export takes raw
+uint8 RGB images [batch, H, W, 3] as `image` and returns `logits`, `probabilities` and `classes`
+(signature `serving_default`); the dataset preprocessing is inside the graph.
+
+Examples:
+  python prune_export.py train_log/cifar10-n18-eps2.5 --out export/cifar10-n18
+  python prune_export.py LOGDIR --out EXPORT --checkpoint 390000 --calib-batches 20
+  python prune_export.py LOGDIR --out EXPORT --criterion ema      # the released code's rule
+"""
+import argparse
+import sys
+
+import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from eps_resnet import cli
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    p.add_argument("logdir", metavar="LOGDIR", help="log directory of a training run")
+    p.add_argument("--out", metavar="EXPORT_DIR", required=True, help="directory to create for the SavedModel")
+    p.add_argument("--checkpoint", metavar="STEP|PATH", default=None, help="checkpoint to export (default: latest)")
+    p.add_argument("--data", metavar="DIR", default=None, help="dataset directory (default: the run's)")
+    p.add_argument("--calib-batches", type=int, default=None, metavar="N",
+                   help="calibrate on the first N validation batches of 64 (default: the whole split)")
+    p.add_argument("--criterion", choices=["calibration", "ema"], default="calibration",
+                   help="calibration: max|F| < ε on every held-out image; ema: moving average of is_discarded == 1")
+    p.add_argument("--no-verify", action="store_true", help="skip comparing the export with the gated model")
+    p.add_argument("--no-timing", action="store_true", help="skip the CPU latency measurements")
+    p.add_argument("--force", action="store_true", help="replace an existing EXPORT_DIR (only after verification)")
+    args = p.parse_args()
+    from eps_resnet.prune import ExportVerificationFailed, export
+    from eps_resnet.report import export_report_text
+    from eps_resnet.plan import Plan
+    try:
+        report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
+                        calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
+                        force=args.force, measure=not args.no_timing)
+    except ExportVerificationFailed as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    import os
+    plan = Plan.load(os.path.join(args.logdir, "plan.json"))
+    reduced = Plan.load(os.path.join(report["out"], "plan.json"))
+    print(export_report_text(report, plan, reduced))
+    print("exported to %s (report.md, report.json, plan.json inside)" % report["out"])
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)
