@@ -135,8 +135,9 @@ class DiscardTracker(Callback):
     batch max |F|, plus statistics of its residual-branch kernels.
     """
 
-    def __init__(self, plan, logdir, lr_setter=None):
+    def __init__(self, plan, logdir, lr_setter=None, live_figures=True):
         self.plan = plan
+        self.live_figures = live_figures
         self.path = os.path.join(logdir, DISCARDS_FILE)
         self.lr_setter = lr_setter
         self._previous = set()
@@ -183,11 +184,23 @@ class DiscardTracker(Callback):
         except OSError as e:
             raise UserError("cannot write %s (%s); free disk space or fix permissions, then resume with --resume"
                             % (self.path, e))
+        if self.live_figures:
+            self._put_figures()
         discarded = [n for n, (f, _) in stats.items() if f >= DISCARDED_THRESHOLD]
         logger.info("epoch %d: %d of %d blocks discarded (discarded_cnt %.2f, ε %.3g, lr %.3g)\n%s"
                     % (self.epoch_num, len(discarded), len(stats), cnt, eps, lr,
                        discard_table(self.plan, stats, self._previous)))
         self._previous = set(discarded)
+
+    def _put_figures(self):
+        """Block map and discard ratio as TensorBoard image summaries, to watch them live."""
+        from .report import RunRecords, draw, figure_png
+        try:
+            runrec = RunRecords(os.path.dirname(self.path))
+            for name in ("block_map", "discard_ratio"):
+                self.trainer.monitors.put_image("figures/" + name, figure_png(draw(name, runrec)))
+        except Exception as e:  # a figure must never stop a training run
+            logger.warn("could not draw the TensorBoard figures: %s" % e)
 
     def _latest(self, name):
         try:

@@ -95,11 +95,15 @@ IMAGENET = Recipe(dataset="imagenet", depth=101, epsilon=2.0, batch=256, batch_i
                   plain_max_epoch=110, steps_per_epoch=5000, standard_lr=IMAGENET_LR, fast_lr=IMAGENET_LR,
                   adaptive_lr=False, weight_decay=1e-4, weight_decay_every=None, nesterov=True, workers=8)
 
-# The bundled digits demo: small enough for 2 CPU cores in a few minutes, tuned so that some blocks are
-# discarded and some kept (schedules compressed in proportion to the short run).
-DIGITS_DEMO = Recipe(dataset="digits", num_units=2, epsilon=2.5, epsilon_start_epoch=0, batch=64,
-                     max_epoch=30, plain_max_epoch=30,
-                     standard_lr=((0, 0.1), (15, 0.01), (25, 0.001)), fast_lr=((0, 0.1), (8, 0.01), (12, 0.001)),
-                     weight_decay=5e-4, weight_decay_every=None, workers=0, max_to_keep=2, seed=1)
+# The bundled digits demo: ~2 minutes on 2 CPU cores. Shaped like the CIFAR recipe (a plain warm-up, then
+# the gates switched on) and compressed to 8 epochs of 100 steps. Tuned so that a block whose responses
+# are below ε when the gates switch on is discarded for good, while the others stay clearly above.
+# The reset threshold is 0.5, not 1: a gate closing during a 100-step epoch moves the moving average of
+# discarded_cnt by less than one block (the released runs had 390-step epochs, where it reaches 1.0).
+DIGITS_DEMO = Recipe(dataset="digits", num_units=2, epsilon=10.0, epsilon_start_epoch=3, batch=64,
+                     max_epoch=8, plain_max_epoch=8, steps_per_epoch=100,
+                     standard_lr=((0, 0.1), (5, 0.01), (7, 0.001)), fast_lr=((0, 0.1), (2, 0.01), (3, 0.001)),
+                     adaptive_threshold=0.5, weight_decay=5e-4, weight_decay_every=None, workers=0, max_to_keep=2,
+                     seed=1)
 
 RECIPES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN, "imagenet": IMAGENET, "digits": DIGITS_DEMO}

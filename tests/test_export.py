@@ -1,0 +1,164 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eps_resnet.plan import Plan, cifar_plan
+from tests import datafiles
+from tests.runner import ROOT, error_lines, run_script
+
+CLEAN_RUN = r"""
+import sys, numpy as np, tensorflow as tf
+fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = fn(image=tf.constant(np.load(sys.argv[2])))
+assert set(out) == {"logits", "probabilities", "classes"}, set(out)
+assert "tensorpack" not in sys.modules and "eps_resnet" not in sys.modules
+np.save(sys.argv[3], out["logits"].numpy())
+"""
+
+
+def clean_logits(export_dir, images, tmp_path):
+    np.save(str(tmp_path / "x.npy"), images)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+    proc = subprocess.run([sys.executable, "-c", CLEAN_RUN, export_dir, str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(str(tmp_path / "y.npy"))
+
+
+def gated_logits(logdir, images):
+    from eps_resnet.prune import calibrate, load_run
+    logits, _, _ = calibrate(load_run(logdir), images)
+    return logits
+
+
+def listing(path):
+    return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs}
+
+
+@pytest.fixture(scope="session")
+def demo_export(demo_run, tmp_path_factory):
+    logdir, _ = demo_run
+    before = listing(logdir)
+    out = str(tmp_path_factory.mktemp("export") / "demo")
+    proc = run_script("prune_export.py", logdir, "--out", out, check=True)
+    assert listing(logdir) == before  # the log directory is never written
+    return logdir, out, proc
+
+
+def test_demo_export_matches_the_gated_model_in_a_clean_process(demo_export, tmp_path):
+    logdir, out, proc = demo_export
+    from eps_resnet.data import load_arrays
+    images, labels = load_arrays("digits", "test")
+    exported = clean_logits(out, images[:100], tmp_path)
+    np.testing.assert_allclose(exported, gated_logits(logdir, images[:100]), atol=1e-4, rtol=0)
+    assert np.mean(exported.argmax(1) == labels[:100]) >= 0.9
+
+
+def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
+    logdir, out, proc = demo_export
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    last = [json.loads(l) for l in open(os.path.join(logdir, "discards.jsonl"))][-1]
+    closed = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99)
+    assert sorted(report["discarded"]) == closed and closed
+    reduced = Plan.load(os.path.join(out, "plan.json"))
+    assert sorted(b.name for b in reduced.discarded_blocks) == closed
+    assert report["verification"]["top1_agreement"] == 1.0 and report["verification"]["max_abs_diff"] <= 1e-3
+    assert report["params_after"] < report["params_before"] and report["compression_ratio"] > 1
+    assert report["latency_b64"]["speedup"] > 0 and report["ideal_speedup"] > 1
+    text = open(os.path.join(out, "report.md")).read()
+    assert "kept / total blocks" in text and "Compression ratio" in text
+    assert "Compression ratio" in proc.stdout
+
+
+def test_plain_run_exports_the_full_network(tmp_path):
+    logdir = str(tmp_path / "plain")
+    run_script("train_cifar.py", "--demo", "--plain", "-n", "1", "--max-epoch", "1", "--steps-per-epoch", "3",
+               "--logdir", logdir, check=True)
+    out = str(tmp_path / "export")
+    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
+    assert "plain ResNet (no gates): no block can be discarded" in proc.stdout
+    reduced = Plan.load(os.path.join(out, "plan.json"))
+    assert reduced == cifar_plan(1) and not reduced.discarded_blocks
+
+
+def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):
+    """ε so large that every gate is closed: all blocks go, including res2.0/res3.0 (pool + pad shortcuts)."""
+    logdir = str(tmp_path / "closed")
+    run_script("train_cifar.py", "--demo", "-n", "1", "-e", "1e6", "--epsilon-start", "0", "--max-epoch", "1",
+               "--steps-per-epoch", "3", "--logdir", logdir, check=True)
+    out = str(tmp_path / "export")
+    run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
+    reduced = Plan.load(os.path.join(out, "plan.json"))
+    assert [b.name for b in reduced.discarded_blocks] == ["res1.0", "res2.0", "res3.0"]
+
+
+def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
+    data = str(tmp_path / "imagenet")
+    datafiles.write_imagenet(data, per_class=4)
+    logdir = str(tmp_path / "run")
+    run_script("train_imagenet.py", "--data", data, "-d", "18", "--image-size", "32", "--batch", "4", "-e", "1e6",
+               "--max-epoch", "1", "--steps-per-epoch", "2", "--workers", "0", "--logdir", logdir, check=True)
+    out = str(tmp_path / "export")
+    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", check=True)
+    reduced = Plan.load(os.path.join(out, "plan.json"))
+    assert len(reduced.discarded_blocks) == 8
+    b = reduced.block("group1/block0")
+    assert not b.residual and b.shortcut == "conv" and b.preact == "both"
+    assert "max |logit difference|" in proc.stdout
+
+
+def assert_one_line_error(proc, code, *fragments):
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_export_requests(demo_export, tmp_path):
+    logdir, out, _ = demo_export
+    export_before = listing(out)
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), 2, "already exists", "--force")
+    assert listing(out) == export_before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_script("prune_export.py", str(empty), "--out", str(tmp_path / "x")), 2, "plan.json")
+
+    # a plan of another depth next to this checkpoint: the first missing variable is named
+    other = tmp_path / "other"
+    shutil.copytree(logdir, str(other))
+    cifar_plan(3).save(str(other / "plan.json"))
+    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "y")), 2,
+                          "does not match this network", "res1.2/")
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(blocker / "sub")), 2, "cannot write")
+
+    # a run whose calibration data is gone
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    run_json = json.loads((other / "run.json").read_text())
+    run_json["recipe"].update(dataset="cifar10", data_dir=str(cifar / "moved-away"))
+    (other / "run.json").write_text(json.dumps(run_json))
+    cifar_plan(2).save(str(other / "plan.json"))
+    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "z")), 2, "does not exist")
+    for name in ("x", "y", "z"):
+        assert not (tmp_path / name).exists()
+    assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".export-")]
+
+
+def test_force_replaces_an_export_only_after_verification(demo_export, tmp_path):
+    logdir, out, _ = demo_export
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "old.txt").write_text("previous export")
+    run_script("prune_export.py", logdir, "--out", str(target), "--force", "--no-timing", check=True)
+    assert not (target / "old.txt").exists() and (target / "saved_model.pb").exists()

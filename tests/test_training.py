@@ -1,0 +1,173 @@
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from eps_resnet.fileio import read_json_lines
+from eps_resnet.plan import Plan, cifar_plan
+from tests.runner import ROOT, error_lines, run_script
+
+
+def records_by_epoch(logdir):
+    return {r["epoch"]: r for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))}
+
+
+def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
+    logdir, proc = demo_run
+    with open(os.path.join(logdir, "stats.json")) as f:
+        stats = json.load(f)
+    assert stats[-1]["val_error"] <= 0.10, stats[-1]          # held-out accuracy >= 90%
+    records = records_by_epoch(logdir)
+    last = records[max(records)]
+    discarded = [n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99]
+    assert 1 <= len(discarded) < len(last["blocks"]), discarded
+    assert "discarded blocks: %d of 6" % len(discarded) in proc.stdout
+
+    # the epoch in which the discarded count first rose by the threshold (0.5 in the demo recipe) resets the
+    # learning rate to 0.1 for the epoch after it; the block reads as discarded then or one epoch later
+    rise = min(e for e in records if e > 1 and records[e]["discarded_cnt"] >= records[e - 1]["discarded_cnt"] + 0.5)
+    resets = [e for e, r in records.items() if r["lr_reset"]]
+    assert resets and resets[0] == rise, (rise, resets)
+    assert records[rise]["learning_rate"] == pytest.approx(0.1)
+    assert records[rise - 1]["learning_rate"] == pytest.approx(0.1) or records[rise - 1]["learning_rate"] < 0.1
+    first = min(e for e, r in records.items() if any(b["is_discarded"] >= 0.99 for b in r["blocks"].values()))
+    assert first in (rise, rise + 1), (first, rise)
+    with open(os.path.join(logdir, "log.log")) as f:
+        log = f.read()
+    assert "adaptive learning rate: discarded blocks rose" in log
+    assert "new" in log  # the discard table marks newly discarded blocks
+
+
+def test_demo_run_files_are_present_and_consistent(demo_run):
+    logdir, _ = demo_run
+    plan = Plan.load(os.path.join(logdir, "plan.json"))
+    assert plan == cifar_plan(2, num_classes=10)
+    with open(os.path.join(logdir, "run.json")) as f:
+        run = json.load(f)
+    spe = run["steps_per_epoch"]
+    records = records_by_epoch(logdir)
+    assert sorted(records) == list(range(1, 9))
+    for epoch, r in records.items():
+        assert r["global_step"] == epoch * spe
+        assert sorted(r["blocks"]) == sorted(plan.block_names)
+        assert r["discarded_cnt"] == pytest.approx(sum(b["is_discarded"] for b in r["blocks"].values()))
+        assert len(r["blocks"]["res1.0"]["kernels"]["percentiles"]) == 7
+    assert os.path.isfile(os.path.join(logdir, "checkpoint"))
+    assert glob.glob(os.path.join(logdir, "model-%d.index" % (8 * spe)))
+    assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
+    with open(os.path.join(logdir, "stats.json")) as f:
+        stats = json.load(f)
+    assert [s["epoch_num"] for s in stats] == list(range(1, 9))
+    for key in ("val_error", "val_side_error", "discarded_cnt", "res2.1/is_discarded", "learning_rate"):
+        assert key in stats[-1], key
+
+
+RESUME_ARGS = ["--demo", "--steps-per-epoch", "5", "-e", "1000", "--epsilon-start", "1", "--max-epoch", "4"]
+
+
+def trajectory(logdir):
+    return {e: (r["learning_rate"], r["epsilon"], r["global_step"], round(r["discarded_cnt"], 4))
+            for e, r in records_by_epoch(logdir).items()}
+
+
+def test_resume_after_a_kill_continues_the_same_schedule(tmp_path):
+    straight = str(tmp_path / "straight")
+    run_script("train_cifar.py", *RESUME_ARGS, "--logdir", straight, check=True)
+
+    killed = str(tmp_path / "killed")
+    cmd = [sys.executable, os.path.join(ROOT, "train_cifar.py")] + RESUME_ARGS + ["--logdir", killed]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.time() + 300
+    while time.time() < deadline and 2 not in records_by_epoch(killed):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 4 not in records_by_epoch(killed)
+
+    run_script("train_cifar.py", *RESUME_ARGS, "--logdir", killed, "--resume", check=True)
+    want, got = trajectory(straight), trajectory(killed)
+    assert sorted(got) == [1, 2, 3, 4]
+    assert got == want
+    # the forced discard in epoch 2 reset the learning rate in both
+    assert any(r["lr_reset"] for r in records_by_epoch(killed).values())
+
+
+def test_two_towers_share_one_epsilon(tmp_path):
+    """The replicated multi-GPU trainer's graph, on this CPU (towers fall back to the CPU)."""
+    logdir = str(tmp_path / "towers")
+    code = ("import eps_resnet, dataclasses\n"
+            "from eps_resnet.recipes import DIGITS_DEMO\n"
+            "from eps_resnet.training import train\n"
+            "r = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,\n"
+            "                        epsilon_start_epoch=1, logdir=%r)\n"
+            "print(train(r))\n" % logdir)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(os.path.join(logdir, "log.log")) as f:
+        assert "Training a model of 2 towers" in f.read()
+    import tensorflow as tf
+    names = set(tf.train.load_checkpoint(os.path.join(logdir, "model-6")).get_variable_to_shape_map())
+    assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
+    # records show ε after the epoch's setters ran: switched on at the end of epoch 1
+    assert [r["epsilon"] for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))] == [10.0, 10.0]
+
+
+# ---- command line ------------------------------------------------------------------------------
+def test_dry_runs_print_the_plan():
+    out = run_script("train_imagenet.py", "--dry-run", "-d", "152", check=True).stdout
+    assert "60.19 M parameters" in out
+    out = run_script("train_cifar.py", "--dry-run", "-n", "125", check=True).stdout
+    assert "375 gated blocks" in out and "depth 752" in out
+
+
+@pytest.mark.parametrize("script", ["train_cifar.py", "train_svhn.py", "train_imagenet.py"])
+def test_help_lists_every_flag_with_its_default(script):
+    out = run_script(script, "--help", check=True).stdout
+    body = out.split("options:", 1)[1]
+    flags = [l.split()[0] for l in body.splitlines() if l.strip().startswith("-") and not l.strip().startswith("-h")]
+    entries = body.split("\n  -")[2:]  # one entry per option after --help
+    assert len(entries) == len(flags) >= 14
+    for entry in entries:
+        assert "(default:" in " ".join(entry.split()), entry
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_command_lines(tmp_path):
+    assert_one_line_error(run_script("train_cifar.py", "--data", str(tmp_path / "missing")),
+                          "does not exist", "--data")
+    assert_one_line_error(run_script("train_cifar.py"), "--data DIR")
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "--gpu", "zero"), "--gpu")
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "--gpu", "0"), "0 are visible", "drop --gpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "--resume", "--logdir", str(empty)),
+                          "nothing to resume")
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "-e", "-1"), "--epsilon must be >= 0")
+    assert_one_line_error(run_script("train_imagenet.py", "--fake", "--batch", "256", "--gpu", "0,1,2"), "GPU")
+
+
+def test_existing_run_is_refused_and_untouched(demo_run, tmp_path):
+    logdir, _ = demo_run
+    before = {f: os.path.getmtime(os.path.join(logdir, f)) for f in os.listdir(logdir)}
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "--logdir", logdir), "already holds a run",
+                          "--resume")
+    # a checkpoint of another depth: the first variable the checkpoint lacks is named
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "-n", "3", "--load", logdir,
+                                     "--logdir", str(tmp_path / "new")),
+                          "does not match this network", "res1.2/")
+    assert {f: os.path.getmtime(os.path.join(logdir, f)) for f in os.listdir(logdir)} == before
