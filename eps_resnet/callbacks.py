@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from . import UserError
 from .fileio import append_json_line, read_json_lines
-from .tfcompat import tf, tfv1  # noqa: F401
+from .tfcompat import tfv1
 
 from tensorpack.callbacks import Callback, HyperParamSetter
 from tensorpack.utils import logger

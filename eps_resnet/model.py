@@ -80,7 +80,8 @@ def add_vector_moving_summary(named_scalars, decay=0.95):
             tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased)
             current = average / tf.maximum(weight, 1e-12)
         for i, (name, _) in enumerate(named_scalars):
-            tfv1.summary.scalar(name, current[i])
+            # "-summary": the name itself is taken by the op; tensorpack's monitors strip the suffix
+            tfv1.summary.scalar(name + "-summary", current[i])
     return current
 
 

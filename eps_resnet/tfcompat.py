@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 
-from . import __name__ as _pkg  # noqa: F401  (guarantees eps_resnet/__init__ ran: legacy Keras selected)
+# Importing this module runs eps_resnet/__init__ first (its parent package): legacy Keras is selected.
 
 
 def _import_quietly():
@@ -18,7 +18,7 @@ def _import_quietly():
         os.dup2(capture.fileno(), 2)
         try:
             import tensorflow
-            import tensorpack  # noqa: F401
+            import tensorpack  # noqa: F401  (loads TensorFlow's Keras layers: also noisy)
         except BaseException:
             os.dup2(saved, 2)
             capture.seek(0)

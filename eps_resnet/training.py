@@ -6,6 +6,7 @@ refuses a directory that holds anything; `resume=True` continues the run found t
 """
 import dataclasses
 import json
+import logging
 import os
 
 from . import UserError
@@ -210,6 +211,9 @@ def train(recipe):
     trainer = SyncMultiGPUTrainerReplicated(towers) if towers > 1 else SimpleTrainer()
     if recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
         fix_rng_seed(recipe.seed)
+    # tensorpack logs a failed run with a malformed logging call; Python would print a "--- Logging error ---"
+    # block before our one-line message (a UserError raised by a callback, e.g. the NaN guard).
+    logging.raiseExceptions = False
     launch_train_with_config(config, trainer)
     return summarize_run(logdir)
 

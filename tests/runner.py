@@ -19,3 +19,18 @@ def run_script(script, *args, timeout=900, check=False, env=None):
 def error_lines(proc):
     """The non-empty stderr lines of a failed run, without TensorFlow's start-up chatter."""
     return [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith(("WARNING: All log", "I0000", "E0000", "W0000"))]
+
+
+def run_python(code, timeout=600):
+    """Run a snippet of Python in a fresh interpreter with the project importable."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def assert_one_line_error(proc, *fragments, code=2):
+    """The process failed with `code` and said why in exactly one 'error: ...' line containing `fragments`."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

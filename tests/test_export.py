@@ -9,7 +9,7 @@ import pytest
 
 from eps_resnet.plan import Plan, cifar_plan
 from tests import datafiles
-from tests.runner import ROOT, error_lines, run_script
+from tests.runner import assert_one_line_error, run_script
 
 CLEAN_RUN = r"""
 import sys, numpy as np, tensorflow as tf
@@ -113,34 +113,26 @@ def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
     assert "max |logit difference|" in proc.stdout
 
 
-def assert_one_line_error(proc, code, *fragments):
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
-    lines = error_lines(proc)
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_bad_export_requests(demo_export, tmp_path):
     logdir, out, _ = demo_export
     export_before = listing(out)
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), 2, "already exists", "--force")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), "already exists", "--force")
     assert listing(out) == export_before
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(run_script("prune_export.py", str(empty), "--out", str(tmp_path / "x")), 2, "plan.json")
+    assert_one_line_error(run_script("prune_export.py", str(empty), "--out", str(tmp_path / "x")), "plan.json")
 
     # a plan of another depth next to this checkpoint: the first missing variable is named
     other = tmp_path / "other"
     shutil.copytree(logdir, str(other))
     cifar_plan(3).save(str(other / "plan.json"))
-    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "y")), 2,
+    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "y")),
                           "does not match this network", "res1.2/")
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(blocker / "sub")), 2, "cannot write")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(blocker / "sub")), "cannot write")
 
     # a run whose calibration data is gone
     cifar = tmp_path / "cifar"
@@ -149,7 +141,7 @@ def test_bad_export_requests(demo_export, tmp_path):
     run_json["recipe"].update(dataset="cifar10", data_dir=str(cifar / "moved-away"))
     (other / "run.json").write_text(json.dumps(run_json))
     cifar_plan(2).save(str(other / "plan.json"))
-    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "z")), 2, "does not exist")
+    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "z")), "does not exist")
     for name in ("x", "y", "z"):
         assert not (tmp_path / name).exists()
     assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".export-")]

@@ -86,7 +86,7 @@ def test_open_gate_equals_plain_network():
     outputs = {}
     values = None
     for eps in (0.0, None):
-        with tf.Graph().as_default() as g:
+        with tf.Graph().as_default():
             build(EpsResNet(plan, ModelSettings(epsilon=eps)), is_training=False)
             variables = tfv1.global_variables()
             with tfv1.Session() as sess:

@@ -1,4 +1,5 @@
 import glob
+import re
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import pytest
 
 from eps_resnet.fileio import read_json_lines
 from eps_resnet.plan import Plan, cifar_plan
-from tests.runner import ROOT, error_lines, run_script
+from tests.runner import ROOT, assert_one_line_error, run_python, run_script
 
 
 def records_by_epoch(logdir):
@@ -65,6 +66,24 @@ def test_demo_run_files_are_present_and_consistent(demo_run):
     assert [s["epoch_num"] for s in stats] == list(range(1, 9))
     for key in ("val_error", "val_side_error", "discarded_cnt", "res2.1/is_discarded", "learning_rate"):
         assert key in stats[-1], key
+    # the block map and the discard ratio reach TensorBoard as images at every epoch
+    events = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+    assert events.count(b"figures/block_map") >= 8 and b"figures/discard_ratio" in events
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    logdir = str(tmp_path / "nan")
+    code = ("import eps_resnet, dataclasses\n"
+            "from eps_resnet import cli\n"
+            "from eps_resnet.recipes import DIGITS_DEMO\n"
+            "r = dataclasses.replace(DIGITS_DEMO, num_units=1, steps_per_epoch=4, max_epoch=3, logdir=%r,\n"
+            "                        standard_lr=((0, 0.1), (1, 1e30)), adaptive_lr=False)\n"
+            "cli.main_guard(lambda: cli.run_training(r))\n" % logdir)
+    proc = run_python(code)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert re.search(r"error: training loss became (nan|inf|-inf) at epoch 2", proc.stderr), proc.stderr[-2000:]
+    assert os.path.isfile(os.path.join(logdir, "model-4.index"))
+    assert not glob.glob(os.path.join(logdir, "model-8.*"))
 
 
 RESUME_ARGS = ["--demo", "--steps-per-epoch", "5", "-e", "1000", "--epsilon-start", "1", "--max-epoch", "4"]
@@ -108,8 +127,7 @@ def test_two_towers_share_one_epsilon(tmp_path):
             "r = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,\n"
             "                        epsilon_start_epoch=1, logdir=%r)\n"
             "print(train(r))\n" % logdir)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(os.path.join(logdir, "log.log")) as f:
         assert "Training a model of 2 towers" in f.read()
@@ -137,14 +155,6 @@ def test_help_lists_every_flag_with_its_default(script):
     assert len(entries) == len(flags) >= 14
     for entry in entries:
         assert "(default:" in " ".join(entry.split()), entry
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    lines = error_lines(proc)
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_bad_command_lines(tmp_path):
