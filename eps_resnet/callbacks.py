@@ -198,7 +198,7 @@ class DiscardTracker(Callback):
         try:
             runrec = RunRecords(os.path.dirname(self.path))
             for name in ("block_map", "discard_ratio"):
-                self.trainer.monitors.put_image("figures/" + name, figure_png(draw(name, runrec)))
+                self.trainer.monitors.put_summary(image_summary("figures/" + name, figure_png(draw(name, runrec))))
         except Exception as e:  # a figure must never stop a training run
             logger.warn("could not draw the TensorBoard figures: %s" % e)
 
@@ -208,6 +208,14 @@ class DiscardTracker(Callback):
         except KeyError:
             return None
         return float(value) if value is not None else None
+
+
+def image_summary(tag, rgb):
+    """A TensorBoard image summary of an RGB uint8 array (tensorpack's helper uses an API numpy 2 removed)."""
+    import cv2
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    image = tfv1.Summary.Image(height=rgb.shape[0], width=rgb.shape[1], colorspace=3, encoded_image_string=png.tobytes())
+    return tfv1.Summary(value=[tfv1.Summary.Value(tag=tag, image=image)])
 
 
 def discard_table(plan, stats, previous=()):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Tuple
 
 from . import UserError
+from .fileio import atomic_write_text
 
 CIFAR_STYLE = "cifar"
 IMAGENET_STYLE = "imagenet"
@@ -225,7 +226,6 @@ class Plan:
             raise UserError("not a valid plan.json (%s); it is written by the training scripts" % e)
 
     def save(self, path):
-        from .fileio import atomic_write_text
         atomic_write_text(path, self.to_json())
 
     @classmethod

@@ -23,7 +23,7 @@ import numpy as np
 from . import UserError
 from .callbacks import DISCARDS_FILE
 from .data import build_dataflow, dataset_info
-from .fileio import atomic_write_text, read_json_lines
+from .fileio import read_json_lines
 from .model import EpsResNet, ModelSettings
 from .plan import Plan
 from .tfcompat import tf, tfv1
@@ -328,7 +328,3 @@ def _move_into_place(staging, out):
     shutil.rmtree(staging, ignore_errors=True)
     if backup:
         shutil.rmtree(backup, ignore_errors=True)
-
-
-def write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=float))

@@ -68,7 +68,7 @@ def latest_checkpoint(path):
 
 
 def prepare_logdir(recipe, plan):
-    """Check (and for a new run create) the log directory; returns (logdir, checkpoint to resume or None)."""
+    """Check the log directory; returns (logdir, checkpoint to resume or None)."""
     logdir = resolve_logdir(recipe)
     if recipe.resume:
         ckpt = latest_checkpoint(logdir) if os.path.isdir(logdir) else None
@@ -84,6 +84,11 @@ def prepare_logdir(recipe, plan):
     if os.path.exists(logdir) and (not os.path.isdir(logdir) or os.listdir(logdir)):
         raise UserError("%s already holds a run; continue it with --resume or choose a new --logdir "
                         "(previous runs are never deleted)" % logdir)
+    return logdir, None
+
+
+def create_logdir(logdir):
+    """Create a new run's directory (after every other check passed, so a failed start leaves nothing)."""
     try:
         os.makedirs(logdir, exist_ok=True)
         probe = os.path.join(logdir, ".write-test")
@@ -92,11 +97,12 @@ def prepare_logdir(recipe, plan):
         os.remove(probe)
     except OSError as e:
         raise UserError("cannot write the log directory %s (%s); choose a writable --logdir" % (logdir, e))
-    return logdir, None
 
 
 def check_checkpoint_matches(model, ckpt):
-    """Raise UserError naming the first variable of the model that the checkpoint lacks or shapes differently."""
+    """Raise UserError naming the first network variable that the checkpoint lacks or shapes differently.
+
+    ε and the side head are not required: a plain or --no-side checkpoint may start a gated run."""
     try:
         shapes = tf.train.load_checkpoint(ckpt).get_variable_to_shape_map()
     except Exception as e:
@@ -107,6 +113,8 @@ def check_checkpoint_matches(model, ckpt):
             model.build_graph(*[tfv1.placeholder(s.dtype, s.shape) for s in spec])
         for v in tfv1.global_variables():
             name = v.op.name
+            if name == "epsilon" or name.startswith("side/"):
+                continue
             if name not in shapes:
                 raise UserError("checkpoint %s does not match this network: it has no variable %s (another depth "
                                 "or dataset?); load a checkpoint of the same network" % (ckpt, name))
@@ -148,18 +156,17 @@ def train(recipe):
     plan = build_plan(recipe)
     logdir, resume_ckpt = prepare_logdir(recipe, plan)
     towers = max(1, len(recipe.gpus))
-    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch
-    if recipe.batch_is_total and recipe.batch % towers:
-        raise UserError("--batch %d does not divide over %d towers" % (recipe.batch, towers))
+    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
 
     train_df, val_df, mean = build_data(recipe, plan, batch_per_tower)
     model = EpsResNet(plan, model_settings(recipe), mean_image=mean)
+    load_ckpt = None
     if recipe.load:
-        ckpt = latest_checkpoint(recipe.load)
-        if ckpt is None:
+        load_ckpt = latest_checkpoint(recipe.load)
+        if load_ckpt is None:
             raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
                             "directory" % recipe.load)
-        check_checkpoint_matches(model, ckpt)
+        check_checkpoint_matches(model, load_ckpt)
 
     run_path = os.path.join(logdir, RUN_FILE)
     if resume_ckpt:
@@ -170,7 +177,8 @@ def train(recipe):
     else:
         steps_per_epoch = recipe.steps_per_epoch or len(train_df)
         starting_epoch = 1
-        session_init = SmartInit(latest_checkpoint(recipe.load)) if recipe.load else None
+        session_init = SmartInit(load_ckpt) if load_ckpt else None
+        create_logdir(logdir)
         plan.save(os.path.join(logdir, PLAN_FILE))
         atomic_write_text(run_path, json.dumps({"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
                                                 "towers": towers, "batch_per_tower": batch_per_tower}, indent=1))

@@ -76,7 +76,7 @@ def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
     assert "Compression ratio" in proc.stdout
 
 
-def test_plain_run_exports_the_full_network(tmp_path):
+def test_plain_run_exports_the_full_network_and_warm_starts_a_gated_run(tmp_path):
     logdir = str(tmp_path / "plain")
     run_script("train_cifar.py", "--demo", "--plain", "-n", "1", "--max-epoch", "1", "--steps-per-epoch", "3",
                "--logdir", logdir, check=True)
@@ -85,6 +85,9 @@ def test_plain_run_exports_the_full_network(tmp_path):
     assert "plain ResNet (no gates): no block can be discarded" in proc.stdout
     reduced = Plan.load(os.path.join(out, "plan.json"))
     assert reduced == cifar_plan(1) and not reduced.discarded_blocks
+    # a plain checkpoint (no ε variable) may start a gated run
+    run_script("train_cifar.py", "--demo", "-n", "1", "--load", logdir, "--max-epoch", "1", "--steps-per-epoch", "2",
+               "--logdir", str(tmp_path / "warm"), check=True)
 
 
 def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):

@@ -158,8 +158,9 @@ def test_help_lists_every_flag_with_its_default(script):
 
 
 def test_bad_command_lines(tmp_path):
-    assert_one_line_error(run_script("train_cifar.py", "--data", str(tmp_path / "missing")),
-                          "does not exist", "--data")
+    assert_one_line_error(run_script("train_cifar.py", "--data", str(tmp_path / "missing"), "--logdir",
+                                     str(tmp_path / "never")), "does not exist", "--data")
+    assert not (tmp_path / "never").exists()  # a failed start leaves no log directory behind
     assert_one_line_error(run_script("train_cifar.py"), "--data DIR")
     assert_one_line_error(run_script("train_cifar.py", "--demo", "--gpu", "zero"), "--gpu")
     assert_one_line_error(run_script("train_cifar.py", "--demo", "--gpu", "0"), "0 are visible", "drop --gpu")
