@@ -156,11 +156,10 @@ class DiscardTracker(Callback):
         self._lr = [v for v in tfv1.global_variables() if v.op.name == "learning_rate"][0]
 
     def _before_train(self):
-        self._previous = {b for b, r in self._last_record_blocks().items() if r >= DISCARDED_THRESHOLD}
-
-    def _last_record_blocks(self):
-        records = [r for r in read_json_lines(self.path) if r.get("epoch", 0) < self.epoch_num + 1]
-        return {k: v["is_discarded"] for k, v in records[-1]["blocks"].items()} if records else {}
+        # records of the epochs before this (possibly resumed) start, read once and then kept in memory
+        self._records = [r for r in read_json_lines(self.path) if r.get("epoch", 0) <= self.epoch_num]
+        last = self._records[-1]["blocks"] if self._records else {}
+        self._previous = {b for b, r in last.items() if r["is_discarded"] >= DISCARDED_THRESHOLD}
 
     def _trigger_epoch(self):
         sess = self.trainer.sess
@@ -179,6 +178,7 @@ class DiscardTracker(Callback):
             value = self._latest(key)
             if value is not None:
                 record[key] = value
+        self._records.append(record)
         try:
             append_json_line(self.path, record)
         except OSError as e:
@@ -196,7 +196,7 @@ class DiscardTracker(Callback):
         """Block map and discard ratio as TensorBoard image summaries, to watch them live."""
         from .report import RunRecords, draw, figure_png
         try:
-            runrec = RunRecords(os.path.dirname(self.path))
+            runrec = RunRecords(self.plan, self._records)
             for name in ("block_map", "discard_ratio"):
                 self.trainer.monitors.put_summary(image_summary("figures/" + name, figure_png(draw(name, runrec))))
         except Exception as e:  # a figure must never stop a training run

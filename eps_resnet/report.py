@@ -89,32 +89,38 @@ KEPT_COLOR, DISCARDED_COLOR = "#1f77b4", "#d62728"
 
 
 class RunRecords:
-    """What the figures need from a log directory: plan, per-epoch discard records, stats.json."""
+    """What the figures need from a run: its plan, per-epoch discard records and stats.json entries."""
 
-    def __init__(self, logdir):
+    def __init__(self, plan, records, stats=()):
+        by_epoch = {r["epoch"]: r for r in records if isinstance(r, dict) and "epoch" in r and "blocks" in r}
+        names = set(plan.block_names)
+        self.plan = plan
+        self.records = [by_epoch[e] for e in sorted(by_epoch)]  # a resumed run may repeat an epoch: last wins
+        self.unknown_blocks = sorted({n for r in self.records for n in r["blocks"] if n not in names})
+        if self.unknown_blocks:
+            self.records = [dict(r, blocks={n: b for n, b in r["blocks"].items() if n in names}) for r in self.records]
+        self.stats = list(stats)
+
+    @classmethod
+    def load(cls, logdir):
         from . import UserError
         from .fileio import read_json_lines
         from .plan import Plan
-        self.logdir = logdir
-        self.plan = Plan.load(os.path.join(logdir, "plan.json"))
+        plan = Plan.load(os.path.join(logdir, "plan.json"))
         records = read_json_lines(os.path.join(logdir, "discards.jsonl"))  # a truncated last line is skipped
-        by_epoch = {r["epoch"]: r for r in records if isinstance(r, dict) and "epoch" in r and "blocks" in r}
-        self.records = [by_epoch[e] for e in sorted(by_epoch)]  # a resumed run may repeat an epoch: last wins
-        names = set(self.plan.block_names)
-        self.unknown_blocks = sorted({n for r in self.records for n in r["blocks"] if n not in names})
-        for r in self.records:
-            r["blocks"] = {n: b for n, b in r["blocks"].items() if n in names}
-        self.stats = []
+        stats = []
         stats_path = os.path.join(logdir, "stats.json")
         if os.path.isfile(stats_path):
             try:
                 with open(stats_path) as f:
-                    self.stats = json.load(f)
+                    stats = json.load(f)
             except ValueError:
-                self.stats = []
-        if not self.records and not self.stats:
+                stats = []
+        runrec = cls(plan, records, stats)
+        if not runrec.records and not runrec.stats:
             raise UserError("%s has no per-epoch records (discards.jsonl, stats.json); train at least one epoch"
                             % logdir)
+        return runrec
 
     def discarded_at(self, record):
         return {n for n, b in record["blocks"].items() if b["is_discarded"] >= 0.99}
@@ -280,7 +286,7 @@ def figure_png(fig):
 
 def write_figures(logdir, out_dir, export_report=None, log=print):
     """Draw every figure that the records support into out_dir; returns the written paths."""
-    runrec = RunRecords(logdir)
+    runrec = RunRecords.load(logdir)
     if runrec.unknown_blocks:
         log("warning: records name blocks not in plan.json (ignored): %s" % ", ".join(runrec.unknown_blocks))
     os.makedirs(out_dir, exist_ok=True)

@@ -54,7 +54,7 @@ def test_all_figures_are_written_as_pngs(recorded_run, tmp_path):
 
 
 def test_plotted_data_match_the_records(recorded_run):
-    runrec = RunRecords(recorded_run)
+    runrec = RunRecords.load(recorded_run)
     assert [r["epoch"] for r in runrec.records] == [1, 2, 3, 4, 5]  # truncated line skipped
     plt = _plt()
     fig, ax = plt.subplots()
@@ -82,10 +82,10 @@ def test_bad_log_directories(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="plan.json"):
-        RunRecords(str(empty))
+        RunRecords.load(str(empty))
     cifar_plan(1).save(str(empty / "plan.json"))
     with pytest.raises(UserError, match="no per-epoch records"):
-        RunRecords(str(empty))
+        RunRecords.load(str(empty))
 
 
 def test_unknown_block_names_are_reported_and_ignored(recorded_run, tmp_path):
