@@ -38,3 +38,7 @@ tf.get_logger().setLevel("ERROR")
 import tensorpack.tfutils.export as _tp_export  # noqa: E402
 
 _tp_export.graph_util = tfv1.graph_util
+
+# tensorpack's HorovodTrainer calls tf.global_variables(), which TensorFlow 2 keeps only under compat.v1.
+if not hasattr(tf, "global_variables"):
+    tf.global_variables = tfv1.global_variables
