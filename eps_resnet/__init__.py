@@ -22,5 +22,10 @@ __version__ = "0.1.0"
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, wrong checkpoint).
 
-    Entry scripts print its message as one line and exit with code 2, without a traceback.
+    Entry scripts print its message as one line and exit with code 2, without a traceback. A `quiet` error
+    exits the same way without printing: in a multi-process run, rank 0 alone prints the shared message.
     """
+
+    def __init__(self, message, quiet=False):
+        super().__init__(message)
+        self.quiet = quiet

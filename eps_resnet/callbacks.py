@@ -74,21 +74,50 @@ class LearningRatePolicy:
         return cls(history=history, last_reset=resets[-1] if resets else None, **kwargs)
 
 
-class LearningRateSetter(HyperParamSetter):
-    """Sets `learning_rate` from a LearningRatePolicy; in adaptive mode it reads the epoch's discarded count.
+class GateAgreement(Callback):
+    """At each epoch end, the moving averages of the gate statistics that every later decision reads.
 
-    Place it after the InferenceRunner and before the DiscardTracker in the callback list.
+    In a Horovod run each rank trains on other batches, so its gates and its discarded_cnt differ. The
+    averages are allreduced (mean over ranks) here, once, so that the adaptive learning rate and the discard
+    tracker decide the same on every rank. Place it before the learning-rate setter and the tracker.
+    Attributes after each epoch: `stats` {block: (is_discarded, batch max |F|)}, `discarded_cnt`, and
+    `local_discarded_cnt` (this rank's own, for the log).
     """
+    _chief_only = False  # every rank must take part in the allreduce
 
-    def __init__(self, policy, plan=None):
-        super().__init__("learning_rate")
-        self.policy = policy
-        self.plan = plan
-        self.reset_this_epoch = False
+    def __init__(self, plan, workers=None):
+        self.names = [b.name for b in plan.kept_blocks]
+        self.workers = workers
+        self.stats, self.discarded_cnt, self.local_discarded_cnt = {}, None, None
 
     def _setup_graph(self):
-        super()._setup_graph()
-        self._gate_ema = self.graph.get_tensor_by_name(GATE_EMA_TENSOR) if self.policy.adaptive else None
+        local = self.graph.get_tensor_by_name(GATE_EMA_TENSOR)
+        agreed = local
+        if self.workers is not None and self.workers.size > 1:
+            hvd = self.workers.hvd
+            agreed = hvd.allreduce(local, op=hvd.Average, name="gate_statistics_agreed")
+        self._fetch = [local, agreed]
+
+    def _trigger_epoch(self):
+        local, agreed = self.trainer.sess.run(self._fetch)
+        n = len(self.names)
+        self.stats = {name: (float(agreed[i]), float(agreed[n + i])) for i, name in enumerate(self.names)}
+        self.discarded_cnt = float(np.sum(agreed[:n]))
+        self.local_discarded_cnt = float(np.sum(local[:n]))
+
+
+class LearningRateSetter(HyperParamSetter):
+    """Sets `learning_rate` from a LearningRatePolicy; in adaptive mode it reads the epoch's discarded count
+    from a GateAgreement callback, which must come earlier in the callback list.
+    """
+
+    def __init__(self, policy, gates=None):
+        super().__init__("learning_rate")
+        if policy.adaptive and gates is None:
+            raise ValueError("an adaptive learning-rate policy needs the GateAgreement callback")
+        self.policy = policy
+        self.gates = gates
+        self.reset_this_epoch = False
 
     def _before_train(self):
         value = self.policy.scheduled_value(self.epoch_num)
@@ -100,10 +129,7 @@ class LearningRateSetter(HyperParamSetter):
         return "standard" if self.policy.last_reset is None else "fast from epoch %d" % self.policy.last_reset
 
     def _get_value_to_set(self):
-        cnt = None
-        if self._gate_ema is not None:
-            ema = self.trainer.sess.run(self._gate_ema)
-            cnt = float(np.sum(ema[:len(ema) // 2]))
+        cnt = self.gates.discarded_cnt if self.policy.adaptive else None
         value, self.reset_this_epoch = self.policy.end_of_epoch(self.epoch_num, cnt)
         if self.reset_this_epoch:
             logger.info("adaptive learning rate: discarded blocks rose to %.2f at epoch %d; learning rate reset to "
@@ -111,12 +137,34 @@ class LearningRateSetter(HyperParamSetter):
         return value
 
 
-def gate_ema_values(sess, graph, plan):
-    """{block: (moving average of is_discarded, moving average of the batch max |F|)} for gated blocks."""
-    ema = sess.run(graph.get_tensor_by_name(GATE_EMA_TENSOR))
-    names = [b.name for b in plan.kept_blocks]
-    n = len(names)
-    return {name: (float(ema[i]), float(ema[n + i])) for i, name in enumerate(names)}
+class RankEpochLog(Callback):
+    """One line per epoch on every rank of a Horovod run: the learning rate, ε and discarded count in force.
+
+    Every rank must print the same numbers; the line lets a user (and the tests) see that they do.
+    Place it after the ε and learning-rate setters.
+    """
+    _chief_only = False
+
+    def __init__(self, workers, gates=None, lr_setter=None):
+        self.workers = workers
+        self.gates = gates
+        self.lr_setter = lr_setter
+
+    def _setup_graph(self):
+        self._values = {v.op.name: v for v in tfv1.global_variables() if v.op.name in ("epsilon", "learning_rate")}
+
+    def _trigger_epoch(self):
+        values = self.trainer.sess.run(self._values)
+        line = "rank %d of %d, epoch %d: learning_rate %r" % (self.workers.rank, self.workers.size, self.epoch_num,
+                                                             float(values["learning_rate"]))
+        if "epsilon" in values:
+            line += " epsilon %r" % float(values["epsilon"])
+        if self.gates is not None and self.gates.discarded_cnt is not None:
+            line += " discarded_cnt %r (this rank alone %r)" % (self.gates.discarded_cnt,
+                                                                self.gates.local_discarded_cnt)
+        if self.lr_setter is not None:
+            line += " lr_reset %s" % self.lr_setter.reset_this_epoch
+        logger.info(line)
 
 
 def kernel_statistics(values):
@@ -132,11 +180,13 @@ class DiscardTracker(Callback):
 
     A record holds epoch, global step, ε, learning rate, whether the LR was reset, discarded_cnt (sum of the
     blocks' moving averages of is_discarded), and per block the moving averages of is_discarded and of the
-    batch max |F|, plus statistics of its residual-branch kernels.
+    batch max |F|, plus statistics of its residual-branch kernels. The gate averages are those of the
+    GateAgreement callback (averaged over Horovod ranks). Runs on rank 0 only.
     """
 
-    def __init__(self, plan, logdir, lr_setter=None, live_figures=True):
+    def __init__(self, plan, logdir, gates, lr_setter=None, live_figures=True):
         self.plan = plan
+        self.gates = gates
         self.live_figures = live_figures
         self.path = os.path.join(logdir, DISCARDS_FILE)
         self.lr_setter = lr_setter
@@ -163,7 +213,7 @@ class DiscardTracker(Callback):
 
     def _trigger_epoch(self):
         sess = self.trainer.sess
-        stats = gate_ema_values(sess, self.graph, self.plan)
+        stats = self.gates.stats
         kernels = sess.run(self._kernels)
         eps, lr = sess.run([self._epsilon, self._lr])
         blocks = {}

@@ -5,6 +5,8 @@ import os
 import sys
 
 from . import UserError
+from .distributed import launched_by_horovodrun
+from .recipes import TRAINERS
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -24,6 +26,11 @@ def base_parser(description, recipe, network_flag):
                    "standard learning-rate schedule, %d epochs unless --max-epoch" % recipe.plain_max_epoch)
     p.add_argument("--gpu", metavar="IDS", default=None,
                    help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: CPU")
+    p.add_argument("--trainer", choices=TRAINERS, default="auto",
+                   help="multi-GPU engine: replicated (one process, --gpu), or horovod (one process per GPU, several "
+                   "machines: start with horovodrun); auto picks horovod when started by horovodrun")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="Horovod: multiply the learning rates by the number of processes (linear scaling rule)")
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="log directory of the run (default: train_log/<dataset>-<network>-<variant>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
@@ -65,6 +72,13 @@ def recipe_from_args(recipe, args, **extra):
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
+    trainer = args.trainer
+    if launched_by_horovodrun():
+        if trainer == "replicated":
+            raise UserError("--trainer replicated trains in one process, but horovodrun started several; drop "
+                            "--trainer (Horovod is chosen) or start the script without horovodrun")
+        trainer = "horovod"
+    changes.update(trainer=trainer, scale_lr=args.scale_lr)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
                    max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
@@ -98,12 +112,23 @@ def main_guard(main):
     try:
         result = main()
     except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(2)
+        if not e.quiet:
+            print("error: %s" % e, file=sys.stderr)
+        exit_now(2)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(result or 0)
+
+
+def exit_now(code):
+    """Exit with `code`. In a Horovod run, exit at once: horovodrun stops the other ranks when one exits, and a
+    rank stopped that way (SIGTERM) must report the same code; atexit handlers would only delay us."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if launched_by_horovodrun():
+        os._exit(code)
+    sys.exit(code)
 
 
 def run_training(recipe, dry_run=False):
@@ -117,6 +142,9 @@ def run_training(recipe, dry_run=False):
         raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
                         % recipe.dataset)
     summary = train(recipe)
+    if "rank" in summary:  # a Horovod rank other than 0: rank 0 prints the outcome
+        print("rank %d finished; rank 0 wrote the run to %s" % (summary["rank"], summary["logdir"]))
+        return 0
     lines = ["run finished: %s" % summary["logdir"]]
     if "val_error" in summary:
         lines.append("validation error %.4f (accuracy %.2f%%)" % (summary["val_error"], 100 * (1 - summary["val_error"])))

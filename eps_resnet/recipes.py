@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 from . import UserError
 
 Schedule = Tuple[Tuple[int, float], ...]
+TRAINERS = ("auto", "replicated", "horovod")
 
 CIFAR_STANDARD_LR: Schedule = ((0, 0.1), (82, 0.01), (123, 0.001), (300, 0.0002))
 CIFAR_FAST_LR: Schedule = ((0, 0.1), (41, 0.01), (61, 0.001), (150, 0.0002))
@@ -46,6 +47,8 @@ class Recipe:
     workers: int = 2                      # dataflow processes
     logdir: Optional[str] = None          # None: train_log/<name>
     gpus: Tuple[int, ...] = ()            # () : CPU
+    trainer: str = "auto"                 # auto (Horovod when started by horovodrun), replicated or horovod
+    scale_lr: bool = False                # Horovod: multiply the learning rates by the number of processes
     resume: bool = False
     load: Optional[str] = None            # initialise weights from this checkpoint
     fake_data: bool = False               # ImageNet: synthetic input, to benchmark the graph
@@ -76,6 +79,13 @@ class Recipe:
             raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
+        if self.trainer not in TRAINERS:
+            raise UserError("--trainer %r is not one of %s" % (self.trainer, ", ".join(TRAINERS)))
+        if self.trainer == "horovod" and self.gpus:
+            raise UserError("under Horovod each process trains on the GPU of its local rank; drop --gpu "
+                            "(limit the GPUs with CUDA_VISIBLE_DEVICES and horovodrun -np)")
+        if self.scale_lr and self.trainer == "replicated":
+            raise UserError("--scale-lr scales by the number of Horovod processes; drop it or use --trainer horovod")
         if self.resume and self.load:
             raise UserError("--resume continues the run in --logdir with its own checkpoint; drop --load")
         if self.batch_is_total and self.gpus and self.batch % len(self.gpus):

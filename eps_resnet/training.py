@@ -8,16 +8,19 @@ import dataclasses
 import json
 import logging
 import os
+from typing import Optional
 
 from . import UserError
-from .callbacks import DiscardTracker, LearningRatePolicy, LearningRateSetter, NaNGuard, DISCARDS_FILE
+from .callbacks import (DiscardTracker, GateAgreement, LearningRatePolicy, LearningRateSetter, NaNGuard, RankEpochLog,
+                        DISCARDS_FILE)
+from .distributed import Workers, launched_by_horovodrun
 from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
 from .fileio import atomic_write_text, read_json_lines
 from .model import EpsResNet, ModelSettings
 from .plan import Plan, cifar_plan, imagenet_plan
 from .tfcompat import tf, tfv1
 
-from tensorpack import (ClassificationError, EstimatedTimeLeft, InferenceRunner, ModelSaver, QueueInput,
+from tensorpack import (ClassificationError, EstimatedTimeLeft, HorovodTrainer, InferenceRunner, ModelSaver, QueueInput,
                         ScalarStats, ScheduledHyperParamSetter, SimpleTrainer, SmartInit,
                         SyncMultiGPUTrainerReplicated, TrainConfig, launch_train_with_config)
 from tensorpack.dataflow import FakeData
@@ -44,10 +47,11 @@ def build_plan(recipe, num_classes=None) -> Plan:
     return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size)
 
 
-def model_settings(recipe) -> ModelSettings:
+def model_settings(recipe, on_gpu=None) -> ModelSettings:
+    on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
-                         nesterov=recipe.nesterov, data_format="NCHW" if recipe.gpus else "NHWC", seed=recipe.seed)
+                         nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC", seed=recipe.seed)
 
 
 # ---- log directory -----------------------------------------------------------------------------------
@@ -150,16 +154,44 @@ def build_data(recipe, plan, batch_per_tower):
 
 
 # ---- training ----------------------------------------------------------------------------------------
-def train(recipe):
-    """Train as the recipe says; returns a summary dict (logdir, epochs, last validation error, discards)."""
-    recipe = recipe.validate()
-    plan = build_plan(recipe)
-    logdir, resume_ckpt = prepare_logdir(recipe, plan)
-    towers = max(1, len(recipe.gpus))
-    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
+@dataclasses.dataclass
+class RunStart:
+    """What rank 0 decides before the first step, and every rank needs."""
+    logdir: str
+    resume_ckpt: Optional[str]
+    load_ckpt: Optional[str]
+    steps_per_epoch: int
+    starting_epoch: int
+    records: list  # discards.jsonl records of the epochs before starting_epoch
 
-    train_df, val_df, mean = build_data(recipe, plan, batch_per_tower)
-    model = EpsResNet(plan, model_settings(recipe), mean_image=mean)
+
+def start_workers(recipe):
+    """Workers of a Horovod run (one process per GPU), or None for a single-process run."""
+    if recipe.trainer == "horovod" or (recipe.trainer == "auto" and launched_by_horovodrun()):
+        workers = Workers()
+        logger.info("Horovod: rank %d of %d (local rank %d)" % (workers.rank, workers.size, workers.local_rank))
+        return workers
+    return None
+
+
+def per_worker_recipe(recipe, workers):
+    """The recipe as one Horovod worker runs it: its share of a total batch, and the scaled LR if asked."""
+    if recipe.batch_is_total and recipe.batch % workers.size:
+        raise UserError("--batch %d (total) does not divide over %d Horovod processes; use a multiple of %d"
+                        % (recipe.batch, workers.size, workers.size))
+    changes = {}
+    if recipe.batch_is_total:
+        changes["batch"] = recipe.batch // workers.size
+        changes["batch_is_total"] = False
+    if recipe.scale_lr:
+        changes["standard_lr"] = tuple((e, v * workers.size) for e, v in recipe.standard_lr)
+        changes["fast_lr"] = tuple((e, v * workers.size) for e, v in recipe.fast_lr)
+    return dataclasses.replace(recipe, **changes)
+
+
+def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, resume_ckpt):
+    """Rank 0's part of the start, after prepare_logdir(): check --load, create the log directory, find where
+    to resume."""
     load_ckpt = None
     if recipe.load:
         load_ckpt = latest_checkpoint(recipe.load)
@@ -167,63 +199,115 @@ def train(recipe):
             raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
                             "directory" % recipe.load)
         check_checkpoint_matches(model, load_ckpt)
-
     run_path = os.path.join(logdir, RUN_FILE)
     if resume_ckpt:
         with open(run_path) as f:
             steps_per_epoch = json.load(f)["steps_per_epoch"]
         starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1
-        session_init = SmartInit(resume_ckpt)
     else:
         steps_per_epoch = recipe.steps_per_epoch or len(train_df)
         starting_epoch = 1
-        session_init = SmartInit(load_ckpt) if load_ckpt else None
+    if starting_epoch > recipe.max_epoch:
+        raise UserError("the run in %s already finished epoch %d of --max-epoch %d; raise --max-epoch to train on"
+                        % (logdir, starting_epoch - 1, recipe.max_epoch))
+    if not resume_ckpt:
         create_logdir(logdir)
         plan.save(os.path.join(logdir, PLAN_FILE))
         atomic_write_text(run_path, json.dumps({"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
                                                 "towers": towers, "batch_per_tower": batch_per_tower}, indent=1))
-    max_epoch = recipe.max_epoch
-    if starting_epoch > max_epoch:
-        raise UserError("the run in %s already finished epoch %d of --max-epoch %d; raise --max-epoch to train on"
-                        % (logdir, starting_epoch - 1, max_epoch))
-
-    logger.set_logger_dir(logdir, action="k")
-    logger.info("plan: %d blocks, depth %d, %.2f M parameters; %d tower(s) x batch %d; %d steps per epoch; "
-                "epochs %d..%d" % (len(plan.blocks), plan.full_depth, plan.num_params / 1e6, towers,
-                                   batch_per_tower, steps_per_epoch, starting_epoch, max_epoch))
-    callbacks = [ModelSaver(max_to_keep=recipe.max_to_keep, checkpoint_dir=logdir)]
-    if val_df is not None:
-        infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
-        if model.side:
-            infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
-        if recipe.style == "imagenet":
-            infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
-        callbacks.append(InferenceRunner(val_df, infs))
-
     records = [r for r in read_json_lines(os.path.join(logdir, DISCARDS_FILE)) if r.get("epoch", 0) < starting_epoch]
+    return RunStart(logdir, resume_ckpt, load_ckpt, steps_per_epoch, starting_epoch, records)
+
+
+def train(recipe, data=None, extra_callbacks=()):
+    """Train as the recipe says; returns a summary dict (logdir, epochs, last validation error, discards).
+
+    `data`: (train dataflow, validation dataflow or None, mean image or None) to train on instead of the
+    recipe's dataset; `extra_callbacks`: more tensorpack callbacks, run after ours.
+    Under Horovod every rank calls this; rank 0 alone writes the log directory.
+    """
+    recipe = recipe.validate()
+    workers = start_workers(recipe)
+    is_chief = workers is None or workers.is_chief
+    towers = 1 if workers else max(1, len(recipe.gpus))
+    plan = build_plan(recipe)
+    on_gpu = bool(recipe.gpus) or (workers is not None and bool(tf.config.list_physical_devices("GPU")))
+    loaded = {}
+
+    def start():
+        # every rank loads its data (errors count on every rank); rank 0 alone touches the log directory
+        r = per_worker_recipe(recipe, workers) if workers else recipe
+        if is_chief:  # a wrong log directory fails before the data is loaded
+            logdir, resume_ckpt = prepare_logdir(r, plan)
+        batch_per_tower = r.batch // towers if r.batch_is_total else r.batch  # validate(): divides
+        loaded["data"] = data or build_data(r, plan, batch_per_tower)
+        loaded["model"] = EpsResNet(plan, model_settings(r, on_gpu), mean_image=loaded["data"][2])
+        loaded["recipe"] = r
+        if not is_chief:
+            return None
+        return prepare_run(r, plan, loaded["model"], loaded["data"][0], towers, batch_per_tower, logdir, resume_ckpt)
+
+    run = workers.agree(start) if workers else start()
+    recipe, model = loaded["recipe"], loaded["model"]
+    train_df, val_df, _ = loaded["data"]
+    logdir = run.logdir
+
+    if is_chief:
+        logger.set_logger_dir(logdir, action="k")
+    logger.info("plan: %d blocks, depth %d, %.2f M parameters; %s x batch %d; %d steps per epoch; epochs %d..%d"
+                % (len(plan.blocks), plan.full_depth, plan.num_params / 1e6,
+                   "%d Horovod processes" % workers.size if workers else "%d tower(s)" % towers, recipe.batch,
+                   run.steps_per_epoch, run.starting_epoch, recipe.max_epoch))
+    callbacks = []
+    if is_chief:
+        callbacks.append(ModelSaver(max_to_keep=recipe.max_to_keep, checkpoint_dir=logdir))
+        if val_df is not None:
+            infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
+            if model.side:
+                infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
+            if recipe.style == "imagenet":
+                infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
+            callbacks.append(InferenceRunner(val_df, infs))
+
+    # order matters at each epoch end: agree on the gate statistics, set ε and the LR, then record
+    gates = None if recipe.plain else GateAgreement(plan, workers)
     policy = LearningRatePolicy.from_records(
-        records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
+        run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
         k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
-    lr_setter = LearningRateSetter(policy)
-    callbacks.append(lr_setter)
-    if not recipe.plain:
+    lr_setter = LearningRateSetter(policy, gates)
+    if gates:
+        callbacks.append(gates)
         if recipe.epsilon_start_epoch > 0:
             callbacks.append(ScheduledHyperParamSetter(
                 "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
-        callbacks.append(DiscardTracker(plan, logdir, lr_setter))
-    callbacks += [NaNGuard(), EstimatedTimeLeft()]
+    callbacks.append(lr_setter)
+    if workers:
+        callbacks.append(RankEpochLog(workers, gates, lr_setter))
+    if gates and is_chief:
+        callbacks.append(DiscardTracker(plan, logdir, gates, lr_setter))
+    callbacks += [NaNGuard(), EstimatedTimeLeft()] + list(extra_callbacks)
 
+    # Rank 0 restores the checkpoint; the trainer then broadcasts every variable to the other ranks.
+    ckpt = run.resume_ckpt or run.load_ckpt
     config = TrainConfig(model=model, data=QueueInput(train_df), callbacks=callbacks,
-                         steps_per_epoch=steps_per_epoch, max_epoch=max_epoch, starting_epoch=starting_epoch,
-                         session_init=session_init)
-    trainer = SyncMultiGPUTrainerReplicated(towers) if towers > 1 else SimpleTrainer()
+                         steps_per_epoch=run.steps_per_epoch, max_epoch=recipe.max_epoch,
+                         starting_epoch=run.starting_epoch, session_init=SmartInit(ckpt) if ckpt and is_chief else None)
+    if workers:
+        trainer = HorovodTrainer(average=True)
+        # The gradient allreduce keeps the weights equal on every rank; a per-epoch broadcast from rank 0 would
+        # also hide any rank whose ε or learning rate went astray, and overwrite each rank's BatchNorm statistics.
+        trainer.BROADCAST_EVERY_EPOCH = False
+    elif towers > 1:
+        trainer = SyncMultiGPUTrainerReplicated(towers)
+    else:
+        trainer = SimpleTrainer()
     if recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
-        fix_rng_seed(recipe.seed)
+        fix_rng_seed(recipe.seed + (workers.rank if workers else 0))
     # tensorpack logs a failed run with a malformed logging call; Python would print a "--- Logging error ---"
     # block before our one-line message (a UserError raised by a callback, e.g. the NaN guard).
     logging.raiseExceptions = False
     launch_train_with_config(config, trainer)
-    return summarize_run(logdir)
+    return summarize_run(logdir) if is_chief else {"logdir": logdir, "rank": workers.rank}
 
 
 def summarize_run(logdir):

@@ -119,23 +119,45 @@ def test_resume_after_a_kill_continues_the_same_schedule(tmp_path):
 
 
 def test_two_towers_share_one_epsilon(tmp_path):
-    """The replicated multi-GPU trainer's graph, on this CPU (towers fall back to the CPU)."""
+    """The replicated multi-GPU trainer's graph, on this CPU (towers fall back to the CPU).
+
+    ε is 0 in epoch 1 and huge from then on: a tower that read its own, never-updated copy of ε would keep
+    its gates open in epoch 2. Both towers' gates must close together when the schedule changes."""
     logdir = str(tmp_path / "towers")
-    code = ("import eps_resnet, dataclasses\n"
+    code = ("import eps_resnet, dataclasses, json\n"
             "from eps_resnet.recipes import DIGITS_DEMO\n"
             "from eps_resnet.training import train\n"
+            "from tensorpack.callbacks import Callback\n"
+            "from eps_resnet.tfcompat import tfv1\n"
+            "class TowerGates(Callback):\n"
+            "    seen = []\n"
+            "    def _setup_graph(self):\n"
+            "        self.names = sorted(op.name + ':0' for op in self.graph.get_operations()\n"
+            "                            if op.name.startswith('tower') and op.name.endswith('res1.0/is_discarded'))\n"
+            "    def _before_run(self, _):\n"
+            "        return tfv1.train.SessionRunArgs(fetches=self.names)\n"
+            "    def _after_run(self, _, values):\n"
+            "        self.seen.append([self.epoch_num] + [float(v) for v in values.results])\n"
             "r = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,\n"
-            "                        epsilon_start_epoch=1, logdir=%r)\n"
-            "print(train(r))\n" % logdir)
+            "                        epsilon=1e6, epsilon_start_epoch=1, logdir=%r)\n"
+            "cb = TowerGates()\n"
+            "train(r, extra_callbacks=[cb])\n"
+            "print('TOWERS', json.dumps(cb.names))\n"
+            "print('SEEN', json.dumps(cb.seen))\n" % logdir)
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(os.path.join(logdir, "log.log")) as f:
         assert "Training a model of 2 towers" in f.read()
+    out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("TOWERS ", "SEEN ")))
+    assert len(json.loads(out["TOWERS"])) == 2
+    seen = json.loads(out["SEEN"])
+    assert [row[1:] for row in seen if row[0] == 1] == [[0.0, 0.0]] * 3
+    assert [row[1:] for row in seen if row[0] == 2] == [[1.0, 1.0]] * 3
     import tensorflow as tf
     names = set(tf.train.load_checkpoint(os.path.join(logdir, "model-6")).get_variable_to_shape_map())
     assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
-    assert [r["epsilon"] for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))] == [10.0, 10.0]
+    assert [r["epsilon"] for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))] == [1e6, 1e6]
 
 
 # ---- command line ------------------------------------------------------------------------------
