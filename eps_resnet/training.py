@@ -132,7 +132,7 @@ def checkpoint_global_step(ckpt):
 
 
 # ---- data ------------------------------------------------------------------------------------------
-def build_data(recipe, plan, batch_per_tower):
+def build_data(recipe, plan, batch_per_tower, write_cache=True):
     """(train dataflow, validation dataflow or None, mean image or None)."""
     size = plan.image_size
     if recipe.fake_data:
@@ -141,7 +141,7 @@ def build_data(recipe, plan, batch_per_tower):
         return fake, None, None
     if dataset_info(recipe.dataset).in_memory:
         arrays = load_arrays(recipe.dataset, "train", recipe.data_dir)
-        mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0])
+        mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0], write_cache=write_cache)
         train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=recipe.workers,
                                svhn_jitter=recipe.svhn_jitter, arrays=arrays)
         val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir)
@@ -240,7 +240,7 @@ def train(recipe, data=None, extra_callbacks=()):
         if is_chief:  # a wrong log directory fails before the data is loaded
             logdir, resume_ckpt = prepare_logdir(r, plan)
         batch_per_tower = r.batch // towers if r.batch_is_total else r.batch  # validate(): divides
-        loaded["data"] = data or build_data(r, plan, batch_per_tower)
+        loaded["data"] = data or build_data(r, plan, batch_per_tower, write_cache=is_chief)
         loaded["model"] = EpsResNet(plan, model_settings(r, on_gpu), mean_image=loaded["data"][2])
         loaded["recipe"] = r
         if not is_chief:

@@ -42,7 +42,11 @@ def test_cifar100_pickles_and_mean_cache(tmp_path):
     datafiles.write_cifar100(str(tmp_path))
     images, labels = load_arrays("cifar100", "train", str(tmp_path))
     assert images.shape == (30, 32, 32, 3) and labels.max() < 100
+    before = sorted(os.listdir(tmp_path))
+    reader_only = per_pixel_mean("cifar100", str(tmp_path), write_cache=False)  # a Horovod rank other than 0
+    assert sorted(os.listdir(tmp_path)) == before
     mean = per_pixel_mean("cifar100", str(tmp_path))
+    np.testing.assert_array_equal(mean, reader_only)
     np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-6)
     cache = tmp_path / "eps_resnet_mean_cifar100.npy"
     assert cache.is_file()

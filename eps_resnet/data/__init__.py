@@ -68,12 +68,13 @@ def load_arrays(dataset, split, data_dir=None):
     raise UserError("%s is not an in-memory dataset" % dataset)
 
 
-def per_pixel_mean(dataset, data_dir=None, images=None):
+def per_pixel_mean(dataset, data_dir=None, images=None, write_cache=True):
     """Mean training image (float32 [32,32,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
 
     CIFAR/SVHN: the per-pixel mean, as the released code. Digits demo: the per-channel mean (see below).
 
     The cache is written atomically; a read-only data directory just means it is recomputed each time.
+    `write_cache=False` only reads it (Horovod ranks other than 0 write nothing).
     """
     if dataset == "imagenet":
         raise UserError("ImageNet uses a fixed channel mean/std, not a per-pixel mean")
@@ -93,7 +94,7 @@ def per_pixel_mean(dataset, data_dir=None, images=None):
         # with; BatchNorm's moving statistics then learn a larger spread than clean test images have.
         # A per-channel mean (flat image) keeps the demo's train and test inputs alike.
         mean = np.broadcast_to(mean.mean(axis=(0, 1)), mean.shape).astype(np.float32)
-    if cache:
+    if cache and write_cache:
         import io
         buf = io.BytesIO()
         np.save(buf, mean)
