@@ -1,0 +1,50 @@
+"""What a Horovod rank derives from its recipe and its launcher's environment (no processes started)."""
+import dataclasses
+import types
+
+import pytest
+
+from eps_resnet import UserError
+from eps_resnet.distributed import env_rank, launched_by_horovodrun
+from eps_resnet.recipes import CIFAR10, IMAGENET
+from eps_resnet.training import per_worker_recipe
+
+
+def workers(size):
+    return types.SimpleNamespace(size=size, rank=0)
+
+
+def test_total_batch_is_split_and_learning_rate_kept_unless_asked():
+    r = per_worker_recipe(IMAGENET, workers(8))
+    assert (r.batch, r.batch_is_total) == (32, False)
+    assert r.standard_lr == IMAGENET.standard_lr and r.fast_lr == IMAGENET.fast_lr
+    scaled = per_worker_recipe(dataclasses.replace(IMAGENET, scale_lr=True), workers(8))
+    assert scaled.standard_lr[0] == (0, pytest.approx(0.8)) and scaled.standard_lr[-1] == (95, pytest.approx(8e-5))
+
+
+def test_per_gpu_batch_stays_per_process():
+    r = per_worker_recipe(CIFAR10, workers(4))
+    assert r.batch == 128 and r.standard_lr == CIFAR10.standard_lr
+
+
+def test_total_batch_that_does_not_divide():
+    with pytest.raises(UserError, match="--batch 256 .total. does not divide over 3 Horovod processes"):
+        per_worker_recipe(IMAGENET, workers(3))
+
+
+def test_launcher_environment(monkeypatch):
+    for key in ("HOROVOD_RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert not launched_by_horovodrun() and env_rank() == 0
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")
+    assert not launched_by_horovodrun()
+    monkeypatch.setenv("HOROVOD_SIZE", "4")
+    monkeypatch.setenv("HOROVOD_RANK", "3")
+    assert launched_by_horovodrun() and env_rank() == 3
+
+
+def test_trainer_choices_are_checked():
+    with pytest.raises(UserError, match="--trainer 'mpi' is not one of"):
+        dataclasses.replace(CIFAR10, trainer="mpi").validate()
+    with pytest.raises(UserError, match="drop --gpu"):
+        dataclasses.replace(CIFAR10, trainer="horovod", gpus=(0, 1)).validate()
