@@ -230,13 +230,13 @@ def train(recipe, data=None, extra_callbacks=()):
     workers = start_workers(recipe)
     is_chief = workers is None or workers.is_chief
     towers = 1 if workers else max(1, len(recipe.gpus))
-    plan = build_plan(recipe)
     on_gpu = bool(recipe.gpus) or (workers is not None and bool(tf.config.list_physical_devices("GPU")))
     loaded = {}
 
     def start():
         # every rank loads its data (errors count on every rank); rank 0 alone touches the log directory
         r = per_worker_recipe(recipe, workers) if workers else recipe
+        plan = loaded["plan"] = build_plan(r)
         if is_chief:  # a wrong log directory fails before the data is loaded
             logdir, resume_ckpt = prepare_logdir(r, plan)
         batch_per_tower = r.batch // towers if r.batch_is_total else r.batch  # validate(): divides
@@ -248,7 +248,7 @@ def train(recipe, data=None, extra_callbacks=()):
         return prepare_run(r, plan, loaded["model"], loaded["data"][0], towers, batch_per_tower, logdir, resume_ckpt)
 
     run = workers.agree(start) if workers else start()
-    recipe, model = loaded["recipe"], loaded["model"]
+    recipe, model, plan = loaded["recipe"], loaded["model"], loaded["plan"]
     train_df, val_df, _ = loaded["data"]
     logdir = run.logdir
 
