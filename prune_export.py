@@ -50,4 +50,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.main_guard(main)
+    cli.main_guard(main, interrupted="interrupted; nothing was exported")

@@ -3,6 +3,7 @@
 State that decides the future (which learning-rate schedule is in force) is rebuilt on resume from the
 per-epoch records in `discards.jsonl`, so a restarted run continues with the same schedule.
 """
+import json
 import math
 import os
 
@@ -10,15 +11,17 @@ import numpy as np
 from tabulate import tabulate
 
 from . import UserError
-from .fileio import append_json_line, read_json_lines
-from .tfcompat import tfv1
+from .fileio import append_json_line, disk_error_hint, write_failure_reason
+from .model import find_shared_variable
+from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_partial_checkpoint
+from .tfcompat import tf, tfv1
 
-from tensorpack.callbacks import Callback, HyperParamSetter
+from tensorpack.callbacks import Callback, HyperParamSetter, InferenceRunner, JSONWriter
+from tensorpack.callbacks.monitor import MonitorBase
+from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
-DISCARDED_THRESHOLD = 0.99  # moving average of is_discarded at which a block counts as discarded
 GATE_EMA_TENSOR = "gate_statistics_ema:0"
-DISCARDS_FILE = "discards.jsonl"
 
 
 class LearningRatePolicy:
@@ -151,7 +154,8 @@ class RankEpochLog(Callback):
         self.lr_setter = lr_setter
 
     def _setup_graph(self):
-        self._values = {v.op.name: v for v in tfv1.global_variables() if v.op.name in ("epsilon", "learning_rate")}
+        found = {name: find_shared_variable(name, self.graph) for name in ("epsilon", "learning_rate")}
+        self._values = {name: v for name, v in found.items() if v is not None}
 
     def _trigger_epoch(self):
         values = self.trainer.sess.run(self._values)
@@ -202,12 +206,12 @@ class DiscardTracker(Callback):
             block = name.rsplit("/", 2)[0]
             if block in self._kernels:
                 self._kernels[block].append(v)
-        self._epsilon = [v for v in tfv1.global_variables() if v.op.name == "epsilon"][0]
-        self._lr = [v for v in tfv1.global_variables() if v.op.name == "learning_rate"][0]
+        self._epsilon = find_shared_variable("epsilon", self.graph)
+        self._lr = find_shared_variable("learning_rate", self.graph)
 
     def _before_train(self):
         # records of the epochs before this (possibly resumed) start, read once and then kept in memory
-        self._records = [r for r in read_json_lines(self.path) if r.get("epoch", 0) <= self.epoch_num]
+        self._records = [r for r in read_records(os.path.dirname(self.path)) if r["epoch"] <= self.epoch_num]
         last = self._records[-1]["blocks"] if self._records else {}
         self._previous = {b for b, r in last.items() if r["is_discarded"] >= DISCARDED_THRESHOLD}
 
@@ -232,8 +236,7 @@ class DiscardTracker(Callback):
         try:
             append_json_line(self.path, record)
         except OSError as e:
-            raise UserError("cannot write %s (%s); free disk space or fix permissions, then resume with --resume"
-                            % (self.path, e))
+            raise UserError("cannot write %s (%s); %s" % (self.path, e.strerror, disk_error_hint()))
         if self.live_figures:
             self._put_figures()
         discarded = [n for n, (f, _) in stats.items() if f >= DISCARDED_THRESHOLD]
@@ -308,3 +311,102 @@ class NaNGuard(Callback):
 class TrainingDiverged(UserError):
     pass
 
+
+
+class EpochCheckpoint(MonitorBase):
+    """Saves `model-N` at each epoch end, and stops the run (one line, exit 2) if it cannot be written.
+
+    It is passed as the last monitor, so it runs after every callback and after stats.json and the events are
+    written: a checkpoint of epoch E means all of E's records are on disk (rundir.trim_for_resume relies on
+    it). A failed save removes its partial files; the previous checkpoint stays intact. (tensorpack's
+    ModelSaver logs such errors and trains on, so a full disk used to end "successfully" without checkpoints.)
+    """
+    _chief_only = True
+
+    def __init__(self, logdir, max_to_keep=3):
+        self.logdir = logdir
+        self.max_to_keep = max_to_keep
+
+    def _setup_graph(self):
+        self._saver = tfv1.train.Saver(max_to_keep=self.max_to_keep, save_relative_paths=True)
+
+    def _before_train(self):
+        # checkpoints of earlier sessions of a resumed run count towards max_to_keep
+        steps = [s for s in checkpoint_steps(self.logdir) if s <= self.global_step]
+        self._saver.recover_last_checkpoints([os.path.join(self.logdir, "model-%d" % s) for s in steps])
+
+    def _trigger_epoch(self):
+        prefix = os.path.join(self.logdir, "model-%d" % self.global_step)
+        try:
+            self._saver.save(self.trainer.sess, os.path.join(self.logdir, "model"), global_step=self.global_step,
+                             write_meta_graph=False)
+        except (OSError, tf.errors.OpError) as e:
+            remove_partial_checkpoint(prefix)
+            reason = write_failure_reason(e)
+            steps = [s for s in checkpoint_steps(self.logdir) if s < self.global_step]
+            kept = ("the last good checkpoint model-%d is intact" % steps[-1]) if steps else "no checkpoint was written"
+            raise UserError("cannot write checkpoint %s (%s); %s; %s" % (prefix, reason, kept, disk_error_hint()))
+        logger.info("checkpoint saved: %s" % prefix)
+
+
+class StrictJSONWriter(JSONWriter):
+    """tensorpack's stats.json writer, but a failed write stops the run instead of being logged and ignored."""
+
+    def _write_stat(self):
+        tmp = self._fname + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self._stats, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._fname)
+        except OSError as e:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise UserError("cannot write %s (%s); %s" % (self._fname, e.strerror, disk_error_hint()))
+
+
+class TolerantInferenceRunner(InferenceRunner):
+    """An InferenceRunner whose data may end before its nominal length.
+
+    A validation flow that skips unreadable images yields fewer batches than len() promised; tensorpack's
+    runner treats that as an input error and stops training. This one evaluates what there is.
+    """
+
+    def _trigger(self):
+        for inf in self.infs:
+            inf.before_epoch()
+        self._input_source.reset_state()
+        try:
+            for _ in range(self._size if self._size > 0 else 2 ** 62):
+                self._hooked_sess.run(fetches=[])
+        except (StopIteration, tf.errors.OutOfRangeError):
+            pass  # fewer batches than nominal: some images were unreadable (counted in the log)
+        for inf in self.infs:
+            inf.trigger_epoch()
+
+
+class WeightsInit(SessionInit):
+    """Initialise from a checkpoint's weights only (--load): not its step counter, learning rate, ε, mean
+    image, gate statistics or optimiser slots, which belong to the run that wrote it."""
+
+    NOT_WEIGHTS = ("global_step", "learning_rate", "epsilon", "mean_image")
+
+    def __init__(self, ckpt):
+        self.ckpt = ckpt
+
+    def _setup_graph(self):
+        in_ckpt = tf.train.load_checkpoint(self.ckpt).get_variable_to_shape_map()
+        self._names = {}
+        for v in tfv1.global_variables():
+            name = v.op.name
+            if (name in in_ckpt and name not in self.NOT_WEIGHTS and not name.startswith("vector_EMA/")
+                    and not name.endswith("/Momentum")):
+                self._names[name] = v
+        self._saver = tfv1.train.Saver(var_list=self._names)
+
+    def _run_init(self, sess):
+        logger.info("initialising %d weight tensors from %s" % (len(self._names), self.ckpt))
+        self._saver.restore(sess, self.ckpt)

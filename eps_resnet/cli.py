@@ -2,9 +2,11 @@
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 
 from . import UserError
+from .fileio import is_write_failure, write_failure_reason
 from .distributed import launched_by_horovodrun
 from .recipes import TRAINERS
 
@@ -107,18 +109,32 @@ def plan_table(plan, gated):
     return head + "\n" + table
 
 
-def main_guard(main):
-    """Run `main()`; a UserError becomes one line on stderr and exit code 2, an interrupt exit code 130."""
+def main_guard(main, interrupted="interrupted; continue with --resume (from the last checkpoint, or afresh if "
+                                   "the run stopped before its first one)"):
+    """Run `main()`; a UserError (or a full disk) becomes one line on stderr and exit code 2; an interrupt
+    (Ctrl-C, or SIGTERM from a job scheduler) unwinds cleanly, stopping the dataflow workers, with exit code 130."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = main()
     except UserError as e:
         if not e.quiet:
             print("error: %s" % e, file=sys.stderr)
         exit_now(2)
+    except Exception as e:
+        if not is_write_failure(e):
+            raise
+        where = getattr(e, "filename", None) or "a file"
+        print("error: cannot write %s (%s); free disk space (or fix the permissions), then try again (a training run: "
+              "with --resume)" % (where, write_failure_reason(e)), file=sys.stderr)
+        exit_now(2)
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
-        sys.exit(130)
+        print(interrupted, file=sys.stderr)
+        exit_now(130)
     sys.exit(result or 0)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
 
 
 def exit_now(code):

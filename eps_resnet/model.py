@@ -44,11 +44,17 @@ def shared_scalar_variable(name, initial_value):
     return _shared_variable(name, np.float32(initial_value))
 
 
+def find_shared_variable(name, graph=None):
+    """The graph's shared variable `name` (epsilon, learning_rate, mean_image), or None if it has none."""
+    found = (graph or tfv1.get_default_graph()).get_collection("eps_resnet_shared/" + name)
+    return found[0] if found else None
+
+
 def _shared_variable(name, initial_value):
     graph = tfv1.get_default_graph()
-    found = graph.get_collection("eps_resnet_shared/" + name)
-    if found:
-        return found[0]
+    found = find_shared_variable(name, graph)
+    if found is not None:
+        return found
     with graph.name_scope(None):
         var = tfv1.Variable(initial_value, name=name, trainable=False, dtype=tf.float32, use_resource=True)
     graph.add_to_collection("eps_resnet_shared/" + name, var)

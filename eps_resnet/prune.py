@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import UserError
-from .callbacks import DISCARDS_FILE
 from .data import build_dataflow, dataset_info
-from .fileio import read_json_lines
-from .model import EpsResNet, ModelSettings
+from .fileio import atomic_write_text, is_write_failure, write_failure_reason
+from .model import EpsResNet, ModelSettings, find_shared_variable
 from .plan import Plan
+from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, holds_run, is_export, read_records,
+                     read_settings, resolve_checkpoint)
 from .tfcompat import tf, tfv1
-from .training import PLAN_FILE, RUN_FILE, check_checkpoint_matches, latest_checkpoint
+from .training import check_checkpoint_matches
 
 from tensorpack.tfutils.tower import PredictTowerContext
 
@@ -54,6 +55,7 @@ class RunInfo:
     recipe: dict
     checkpoint: str
     records: list = field(default_factory=list)
+    requested: bool = False  # the user named the checkpoint (else: the newest intact one)
 
     @property
     def gated(self):
@@ -67,18 +69,43 @@ def load_run(logdir, checkpoint=None) -> RunInfo:
     if not os.path.isfile(plan_path):
         raise UserError("%s has no plan.json; is it the log directory of a training run?" % logdir)
     plan = Plan.load(plan_path)
-    with open(os.path.join(logdir, RUN_FILE)) as f:
-        recipe = json.load(f)["recipe"]
+    recipe = read_settings(logdir)["recipe"]
     if checkpoint is None:
-        ckpt = latest_checkpoint(logdir)
+        ckpt = resolve_checkpoint(logdir)
     elif str(checkpoint).isdigit():
-        ckpt = latest_checkpoint(os.path.join(logdir, "model-%s" % checkpoint))
+        ckpt = resolve_checkpoint(os.path.join(logdir, "model-%s" % checkpoint))
     else:
-        ckpt = latest_checkpoint(checkpoint)
+        ckpt = resolve_checkpoint(checkpoint)
     if ckpt is None:
         raise UserError("no checkpoint %sin %s; train first, or pass --checkpoint STEP|PATH"
                         % ("model-%s " % checkpoint if checkpoint else "", logdir))
-    return RunInfo(logdir, plan, recipe, ckpt, read_json_lines(os.path.join(logdir, DISCARDS_FILE)))
+    return RunInfo(logdir, plan, recipe, ckpt, read_records(logdir), requested=checkpoint is not None)
+
+
+def snapshot_checkpoint(run, folder):
+    """Hard-link (or copy) the checkpoint's files into `folder` and point `run` at them, so that a training run
+    still writing the log directory may delete old checkpoints while we read this one."""
+    os.makedirs(folder)
+    for attempt in range(2):
+        try:
+            for path in checkpoint_files(run.checkpoint):
+                target = os.path.join(folder, os.path.basename(path))
+                try:
+                    os.link(path, target)
+                except OSError as e:
+                    if isinstance(e, FileNotFoundError):
+                        raise
+                    shutil.copy2(path, target)  # another file system
+            run.checkpoint = os.path.join(folder, os.path.basename(run.checkpoint))
+            return run
+        except FileNotFoundError:
+            for name in os.listdir(folder):
+                os.remove(os.path.join(folder, name))
+            if attempt or run.requested:
+                raise UserError("checkpoint %s was deleted while it was being read (a training run is writing %s); "
+                                "export again, or pass --checkpoint with a checkpoint the run keeps"
+                                % (run.checkpoint, run.logdir))
+            run.checkpoint = resolve_checkpoint(run.logdir)  # the newest one, again
 
 
 def calibration_images(run, data_dir=None, batches=None, batch_size=64):
@@ -119,8 +146,7 @@ def calibrate(run, images, batch_size=64):
             fetch.update({b.name: g.get_tensor_by_name(b.name + "/response_max:0") for b in run.plan.kept_blocks})
         with tfv1.Session() as sess:
             _restore(sess, run.checkpoint)
-            eps_var = [v for v in tfv1.global_variables() if v.op.name == "epsilon"]  # the variable, not its handle
-            epsilon = float(sess.run(eps_var[0])) if run.gated else None
+            epsilon = float(sess.run(find_shared_variable("epsilon", g))) if run.gated else None
             outs = [sess.run(fetch, {image: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
     logits = np.concatenate([o["logits"] for o in outs])
     maxima = {k: np.concatenate([o[k] for o in outs]) for k in fetch if k != "logits"}
@@ -212,34 +238,76 @@ def latency(plan, ckpt, image_shape, batch, gated_epsilon=None, repeats=20):
     return float(np.median(times))
 
 
-def prepare_output(out, force):
-    out = os.path.abspath(out)
-    if os.path.exists(out) and not force:
-        raise UserError("%s already exists; choose another --out or pass --force to replace it (after the new "
-                        "export verified)" % out)
+def check_output(out, logdir, force):
+    """The absolute --out, after refusing every place an export must not go: the log directory, anything inside
+    it or containing it (through symlinks and '..' too), any other run's directory, and an existing directory
+    that is not an earlier export (--force replaces an earlier export, never anything else)."""
+    real_out, real_log = os.path.realpath(out), os.path.realpath(logdir)
+    if real_out == real_log or real_out.startswith(real_log + os.sep):
+        raise UserError("--out %s is inside the log directory %s; prune_export never writes there: choose a "
+                        "directory outside it" % (out, logdir))
+    if real_log.startswith(real_out + os.sep):
+        raise UserError("--out %s contains the log directory %s; an export there could replace the run: choose a "
+                        "new directory" % (out, logdir))
+    folder = real_out
+    while True:
+        if holds_run(folder):
+            raise UserError("--out %s is inside the training run %s; choose a directory outside any run" % (out, folder))
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    if os.path.lexists(out):
+        if not is_export(real_out):
+            raise UserError("--out %s exists and is not an export of prune_export; --force replaces only an earlier "
+                            "export: choose a new directory" % out)
+        if not force:
+            raise UserError("%s already exists; choose another --out or pass --force to replace it (after the new "
+                            "export verified)" % out)
+    return os.path.abspath(out)
+
+
+def prepare_output(out):
+    """A staging directory beside `out`; staging left by export processes that were killed is removed first."""
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+        remove_stale_staging(parent)
+        staging = tempfile.mkdtemp(prefix=".export-%d-" % os.getpid(), dir=parent)
     except OSError as e:
-        raise UserError("cannot write to %s (%s); choose a writable --out" % (parent, e))
-    return out, staging
+        raise UserError("cannot write to %s (%s); choose a writable --out" % (parent, e.strerror))
+    return staging
+
+
+def remove_stale_staging(parent):
+    for name in os.listdir(parent):
+        parts = name.split("-")
+        if not name.startswith(".export-") or len(parts) < 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, criterion="calibration", verify=True,
            force=False, measure=True, log=print):
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`."""
-    if os.path.abspath(out).startswith(os.path.abspath(logdir) + os.sep) or os.path.abspath(out) == os.path.abspath(logdir):
-        raise UserError("--out %s is inside the log directory; prune_export never writes into %s" % (out, logdir))
-    run = load_run(logdir, checkpoint)
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
+    out = check_output(out, logdir, force)
+    run = load_run(logdir, checkpoint)
     if criterion == "ema" and not run.records:
         raise UserError("--criterion ema needs %s in %s; use the default calibration criterion"
                         % (DISCARDS_FILE, logdir))
-    out, staging = prepare_output(out, force)
+    staging = prepare_output(out)
     quiet_layer_logs()
     try:
+        snapshot_checkpoint(run, os.path.join(staging, ".checkpoint"))
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
         gated_logits, maxima, epsilon = calibrate(run, images)
@@ -247,9 +315,10 @@ def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, crit
         reduced = run.plan.without(discarded)
         export_dir = os.path.join(staging, "saved_model")
         write_saved_model(reduced, run.checkpoint, export_dir, images.shape[1:])
-        report = {"logdir": os.path.abspath(logdir), "checkpoint": run.checkpoint, "criterion": criterion,
-                  "epsilon": epsilon, "gated": run.gated, "discarded": discarded, "evidence": evidence,
-                  "calibration_images": int(len(images))}
+        report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
+                                                                                 os.path.basename(run.checkpoint)),
+                  "criterion": criterion, "epsilon": epsilon, "gated": run.gated, "discarded": discarded,
+                  "evidence": evidence, "calibration_images": int(len(images))}
         if verify:
             with tempfile.TemporaryDirectory(dir=staging) as work:
                 export_logits = clean_process_logits(export_dir, images, work)
@@ -268,9 +337,14 @@ def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, crit
             report.update(speed_report(run, reduced, images.shape[1:], epsilon))
         from .report import write_export_report
         write_export_report(report, run.plan, reduced, staging)
+        atomic_write_text(os.path.join(staging, EXPORT_MARKER), json.dumps({"exported_from": report["logdir"]}) + "\n")
+        shutil.rmtree(os.path.join(staging, ".checkpoint"))
         _move_into_place(staging, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, Exception) and is_write_failure(e):
+            raise UserError("cannot write the export next to %s (%s); nothing was exported: free disk space or "
+                            "choose another --out" % (out, write_failure_reason(e)))
         raise
     report["out"] = out
     return report

@@ -4,6 +4,7 @@ A recipe says what to train (network, ε, schedules, regularisation) and how to 
 directory). `dataclasses.replace(recipe, field=value)` gives a variant; `validate()` checks it.
 """
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -68,6 +69,24 @@ class Recipe:
         variant = "plain" if self.plain else "eps%g" % self.epsilon
         return "%s-%s-%s" % (self.dataset, net, variant)
 
+    def resume_conflicts(self, saved: dict):
+        """[(flag, the run's value, this recipe's value)] for settings that shape training and differ from the run
+        being resumed (its run.json recipe): a resume that changed them would silently train another model."""
+        return [(flag, saved_value, value) for flag, saved_value, value in self._differences(saved, _SHAPING)]
+
+    def resume_changes(self, saved: dict):
+        """[(flag, the run's value, this recipe's value)] for how-to-run settings that a resume applies."""
+        return self._differences(saved, _OPERATIONAL)
+
+    def _differences(self, saved, fields):
+        mine = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as lists, like run.json
+        found = []
+        for name, flag in fields.items():
+            if name in saved and saved[name] != mine[name]:
+                show = _show_epsilon if name == "epsilon" else _show
+                found.append((flag, show(saved[name]), show(mine[name])))
+        return found
+
     def validate(self):
         if self.epsilon is not None and not self.epsilon >= 0:
             raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
@@ -92,6 +111,27 @@ class Recipe:
             raise UserError("--batch %d (total) does not divide over %d GPUs; use a multiple of %d"
                             % (self.batch, len(self.gpus), len(self.gpus)))
         return self
+
+
+# What a --resume must not change (the flag that sets it, or the recipe field), and what it may.
+_SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units",
+            "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
+            "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
+            "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",
+            "fake_data": "--fake", "scale_lr": "--scale-lr", "standard_lr": "standard_lr", "fast_lr": "fast_lr",
+            "adaptive_lr": "adaptive_lr", "adaptive_k": "adaptive_k", "adaptive_threshold": "adaptive_threshold",
+            "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
+            "seed": "seed"}
+_OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
+                "trainer": "--trainer", "max_to_keep": "max_to_keep"}
+
+
+def _show_epsilon(value):
+    return "none (--plain)" if value is None else str(value)
+
+
+def _show(value):
+    return "none" if value is None else (",".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 # The released CIFAR code kept ε at 0 (a plain ResNet) for 150 epochs, then switched the gates on.

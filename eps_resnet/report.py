@@ -104,26 +104,18 @@ class RunRecords:
     @classmethod
     def load(cls, logdir):
         from . import UserError
-        from .fileio import read_json_lines
         from .plan import Plan
-        plan = Plan.load(os.path.join(logdir, "plan.json"))
-        records = read_json_lines(os.path.join(logdir, "discards.jsonl"))  # a truncated last line is skipped
-        stats = []
-        stats_path = os.path.join(logdir, "stats.json")
-        if os.path.isfile(stats_path):
-            try:
-                with open(stats_path) as f:
-                    stats = json.load(f)
-            except ValueError:
-                stats = []
-        runrec = cls(plan, records, stats)
+        from .rundir import PLAN_FILE, read_records, read_stats
+        plan = Plan.load(os.path.join(logdir, PLAN_FILE))
+        runrec = cls(plan, read_records(logdir, warn=lambda m: None), read_stats(logdir))
         if not runrec.records and not runrec.stats:
             raise UserError("%s has no per-epoch records (discards.jsonl, stats.json); train at least one epoch"
                             % logdir)
         return runrec
 
     def discarded_at(self, record):
-        return {n for n, b in record["blocks"].items() if b["is_discarded"] >= 0.99}
+        from .rundir import DISCARDED_THRESHOLD
+        return {n for n, b in record["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD}
 
 
 def _plt():

@@ -42,3 +42,29 @@ _tp_export.graph_util = tfv1.graph_util
 # tensorpack's HorovodTrainer calls tf.global_variables(), which TensorFlow 2 keeps only under compat.v1.
 if not hasattr(tf, "global_variables"):
     tf.global_variables = tfv1.global_variables
+
+
+# Dataflow worker processes must die with the process that started them, however it dies (kill -9 included).
+# tensorpack asks the kernel for that only when the python-prctl package is importable (it needs a C compiler
+# and libcap headers to install); the same prctl() call through ctypes needs nothing.
+def _die_with_parent(_warn=True):
+    import ctypes
+    import multiprocessing
+    import signal
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: tensorpack's own clean-up at exit still applies
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before the call above
+        os._exit(1)
+
+
+import tensorpack.dataflow.parallel as _tp_parallel  # noqa: E402
+import tensorpack.dataflow.parallel_map as _tp_parallel_map  # noqa: E402
+import tensorpack.utils.concurrency as _tp_concurrency  # noqa: E402
+
+for _module in (_tp_parallel, _tp_parallel_map, _tp_concurrency):
+    _module.enable_death_signal = _die_with_parent

@@ -11,25 +11,23 @@ import os
 from typing import Optional
 
 from . import UserError
-from .callbacks import (DiscardTracker, GateAgreement, LearningRatePolicy, LearningRateSetter, NaNGuard, RankEpochLog,
-                        DISCARDS_FILE)
+from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, LearningRatePolicy, LearningRateSetter,
+                        NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
 from .distributed import Workers, launched_by_horovodrun
 from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
-from .fileio import atomic_write_text, read_json_lines
 from .model import EpsResNet, ModelSettings
 from .plan import Plan, cifar_plan, imagenet_plan
+from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, RunLock, has_content, read_records, read_settings, read_stats,
+                     release_locks, resolve_checkpoint, set_aside_unfinished_start, trim_for_resume, write_settings)
 from .tfcompat import tf, tfv1
 
-from tensorpack import (ClassificationError, EstimatedTimeLeft, HorovodTrainer, InferenceRunner, ModelSaver, QueueInput,
+from tensorpack import (ClassificationError, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
                         ScalarStats, ScheduledHyperParamSetter, SimpleTrainer, SmartInit,
-                        SyncMultiGPUTrainerReplicated, TrainConfig, launch_train_with_config)
+                        SyncMultiGPUTrainerReplicated, TFEventWriter, TrainConfig, launch_train_with_config)
 from tensorpack.dataflow import FakeData
 from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 from tensorpack.utils.utils import fix_rng_seed
-
-RUN_FILE = "run.json"
-PLAN_FILE = "plan.json"
 
 
 # ---- what to build --------------------------------------------------------------------------------
@@ -59,48 +57,68 @@ def resolve_logdir(recipe):
     return recipe.logdir or os.path.join("train_log", recipe.run_name())
 
 
-def latest_checkpoint(path):
-    """The checkpoint prefix for a log directory, a `model-N` prefix, or one of its files; None if none."""
-    if os.path.isdir(path):
-        return tf.train.latest_checkpoint(path)
-    for suffix in (".index", ".meta"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-    if ".data-" in path:
-        path = path.split(".data-")[0]
-    return path if os.path.isfile(path + ".index") else None
-
-
 def prepare_logdir(recipe, plan):
-    """Check the log directory; returns (logdir, checkpoint to resume or None)."""
+    """Check the log directory; returns (logdir, checkpoint to resume or None, lock or None).
+
+    A run to resume is locked at once; a new run's directory is created and locked only after every other
+    check passed (create_logdir), so a failed start leaves nothing behind."""
     logdir = resolve_logdir(recipe)
-    if recipe.resume:
-        ckpt = latest_checkpoint(logdir) if os.path.isdir(logdir) else None
-        if ckpt is None:
-            raise UserError("nothing to resume in %s: no checkpoint there; start a new run without --resume"
-                            % logdir)
-        saved = Plan.load(os.path.join(logdir, PLAN_FILE))
-        if saved != plan:
+    if not recipe.resume:
+        if os.path.exists(logdir) and (not os.path.isdir(logdir) or has_content(logdir)):
+            raise UserError("%s already holds a run; continue it with --resume or choose a new --logdir "
+                            "(previous runs are never deleted)" % logdir)
+        return logdir, None, None
+    if not os.path.isdir(logdir) or not os.listdir(logdir):
+        raise UserError("nothing to resume in %s: no run there; start a new run without --resume" % logdir)
+    lock = RunLock(logdir).acquire()
+    if not has_content(logdir):  # only the lock (or set-aside files) of a start killed before it wrote anything
+        logger.warn("nothing written yet in %s (the earlier start stopped before its settings were saved); starting "
+                    "afresh" % logdir)
+        return logdir, None, lock
+    try:
+        saved = read_settings(logdir)
+        conflicts = recipe.resume_conflicts(saved["recipe"])
+        if conflicts:
+            flag, then, now = conflicts[0]
+            raise UserError("--resume: this command sets %s to %s, but the run in %s trained with %s; repeat the run's "
+                            "setting, or start a new run from its weights with --load" % (flag, now, logdir, then))
+        saved_plan = Plan.load(os.path.join(logdir, PLAN_FILE))
+        if saved_plan != plan:
             raise UserError("%s holds a run of another network (%d blocks, depth %d) than the one asked for "
                             "(%d blocks, depth %d); resume with the same -n/-d and dataset flags"
-                            % (logdir, len(saved.blocks), saved.full_depth, len(plan.blocks), plan.full_depth))
-        return logdir, ckpt
-    if os.path.exists(logdir) and (not os.path.isdir(logdir) or os.listdir(logdir)):
-        raise UserError("%s already holds a run; continue it with --resume or choose a new --logdir "
-                        "(previous runs are never deleted)" % logdir)
-    return logdir, None
+                            % (logdir, len(saved_plan.blocks), saved_plan.full_depth, len(plan.blocks), plan.full_depth))
+        for flag, then, now in recipe.resume_changes(saved["recipe"]):
+            logger.info("resume: %s %s (the run was started with %s)" % (flag, now, then))
+        ckpt = resolve_checkpoint(logdir)
+        if ckpt is None:
+            aside = set_aside_unfinished_start(logdir)
+            logger.warn("no checkpoint in %s: the earlier start stopped before its first epoch ended; its files are "
+                        "kept in %s; starting afresh" % (logdir, aside))
+    except BaseException:
+        lock.release()
+        raise
+    return logdir, ckpt, lock
 
 
-def create_logdir(logdir):
-    """Create a new run's directory (after every other check passed, so a failed start leaves nothing)."""
+def create_logdir(logdir, lock=None):
+    """Create and lock a new run's directory (after every other check passed); returns the lock."""
     try:
         os.makedirs(logdir, exist_ok=True)
+    except OSError as e:
+        raise UserError("cannot write the log directory %s (%s); choose a writable --logdir" % (logdir, e.strerror))
+    lock = lock or RunLock(logdir).acquire()
+    if has_content(logdir):  # another run started here between our first look and the lock
+        lock.release()
+        raise UserError("%s already holds a run; continue it with --resume or choose a new --logdir" % logdir)
+    try:
         probe = os.path.join(logdir, ".write-test")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise UserError("cannot write the log directory %s (%s); choose a writable --logdir" % (logdir, e))
+        lock.release()
+        raise UserError("cannot write the log directory %s (%s); choose a writable --logdir" % (logdir, e.strerror))
+    return lock
 
 
 def check_checkpoint_matches(model, ckpt):
@@ -189,20 +207,19 @@ def per_worker_recipe(recipe, workers):
     return dataclasses.replace(recipe, **changes)
 
 
-def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, resume_ckpt):
+def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, resume_ckpt, lock):
     """Rank 0's part of the start, after prepare_logdir(): check --load, create the log directory, find where
-    to resume."""
+    to resume. The lock is handed over in RunStart.lock (kept on rank 0 only)."""
     load_ckpt = None
     if recipe.load:
-        load_ckpt = latest_checkpoint(recipe.load)
+        load_ckpt = resolve_checkpoint(recipe.load) if os.path.exists(recipe.load) or os.path.exists(
+            recipe.load + ".index") else None
         if load_ckpt is None:
             raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
                             "directory" % recipe.load)
         check_checkpoint_matches(model, load_ckpt)
-    run_path = os.path.join(logdir, RUN_FILE)
     if resume_ckpt:
-        with open(run_path) as f:
-            steps_per_epoch = json.load(f)["steps_per_epoch"]
+        steps_per_epoch = read_settings(logdir)["steps_per_epoch"]
         starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1
     else:
         steps_per_epoch = recipe.steps_per_epoch or len(train_df)
@@ -210,12 +227,14 @@ def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, 
     if starting_epoch > recipe.max_epoch:
         raise UserError("the run in %s already finished epoch %d of --max-epoch %d; raise --max-epoch to train on"
                         % (logdir, starting_epoch - 1, recipe.max_epoch))
-    if not resume_ckpt:
-        create_logdir(logdir)
+    if resume_ckpt:
+        trim_for_resume(logdir, starting_epoch)
+    else:
+        lock = create_logdir(logdir, lock)
         plan.save(os.path.join(logdir, PLAN_FILE))
-        atomic_write_text(run_path, json.dumps({"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
-                                                "towers": towers, "batch_per_tower": batch_per_tower}, indent=1))
-    records = [r for r in read_json_lines(os.path.join(logdir, DISCARDS_FILE)) if r.get("epoch", 0) < starting_epoch]
+        write_settings(logdir, {"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
+                                "towers": towers, "batch_per_tower": batch_per_tower})
+    records = [r for r in read_records(logdir) if r["epoch"] < starting_epoch]
     return RunStart(logdir, resume_ckpt, load_ckpt, steps_per_epoch, starting_epoch, records)
 
 
@@ -227,10 +246,19 @@ def train(recipe, data=None, extra_callbacks=()):
     Under Horovod every rank calls this; rank 0 alone writes the log directory.
     """
     recipe = recipe.validate()
+    try:
+        return _train(recipe, data, extra_callbacks)
+    finally:
+        release_locks()  # the log directory's lock (rank 0), however training ended
+
+
+def _train(recipe, data, extra_callbacks):
     workers = start_workers(recipe)
     is_chief = workers is None or workers.is_chief
     towers = 1 if workers else max(1, len(recipe.gpus))
-    on_gpu = bool(recipe.gpus) or (workers is not None and bool(tf.config.list_physical_devices("GPU")))
+    # NCHW only where a GPU runs the towers: CPU kernels of some builds support NHWC only (AvgPool on AMD CPUs),
+    # and replicated towers asked for GPUs that are not there fall back to the CPU.
+    on_gpu = (bool(recipe.gpus) or workers is not None) and bool(tf.config.list_physical_devices("GPU"))
     loaded = {}
 
     def start():
@@ -238,14 +266,15 @@ def train(recipe, data=None, extra_callbacks=()):
         r = per_worker_recipe(recipe, workers) if workers else recipe
         plan = loaded["plan"] = build_plan(r)
         if is_chief:  # a wrong log directory fails before the data is loaded
-            logdir, resume_ckpt = prepare_logdir(r, plan)
+            logdir, resume_ckpt, lock = prepare_logdir(r, plan)
         batch_per_tower = r.batch // towers if r.batch_is_total else r.batch  # validate(): divides
         loaded["data"] = data or build_data(r, plan, batch_per_tower, write_cache=is_chief)
         loaded["model"] = EpsResNet(plan, model_settings(r, on_gpu), mean_image=loaded["data"][2])
         loaded["recipe"] = r
         if not is_chief:
             return None
-        return prepare_run(r, plan, loaded["model"], loaded["data"][0], towers, batch_per_tower, logdir, resume_ckpt)
+        return prepare_run(r, plan, loaded["model"], loaded["data"][0], towers, batch_per_tower, logdir, resume_ckpt,
+                           lock)
 
     run = workers.agree(start) if workers else start()
     recipe, model, plan = loaded["recipe"], loaded["model"], loaded["plan"]
@@ -258,18 +287,16 @@ def train(recipe, data=None, extra_callbacks=()):
                 % (len(plan.blocks), plan.full_depth, plan.num_params / 1e6,
                    "%d Horovod processes" % workers.size if workers else "%d tower(s)" % towers, recipe.batch,
                    run.steps_per_epoch, run.starting_epoch, recipe.max_epoch))
+    # Order matters at each epoch end: validate, agree on the gate statistics, set ε and the LR, record the
+    # epoch (discards.jsonl, then the monitors' stats.json and events), and save the checkpoint last of all.
     callbacks = []
-    if is_chief:
-        callbacks.append(ModelSaver(max_to_keep=recipe.max_to_keep, checkpoint_dir=logdir))
-        if val_df is not None:
-            infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
-            if model.side:
-                infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
-            if recipe.style == "imagenet":
-                infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
-            callbacks.append(InferenceRunner(val_df, infs))
-
-    # order matters at each epoch end: agree on the gate statistics, set ε and the LR, then record
+    if is_chief and val_df is not None:
+        infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
+        if model.side:
+            infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
+        if recipe.style == "imagenet":
+            infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
+        callbacks.append(TolerantInferenceRunner(val_df, infs))
     gates = None if recipe.plain else GateAgreement(plan, workers)
     policy = LearningRatePolicy.from_records(
         run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
@@ -286,12 +313,21 @@ def train(recipe, data=None, extra_callbacks=()):
     if gates and is_chief:
         callbacks.append(DiscardTracker(plan, logdir, gates, lr_setter))
     callbacks += [NaNGuard(), EstimatedTimeLeft()] + list(extra_callbacks)
+    # Monitors run after every callback; the checkpoint, as the last monitor, is the epoch's commit.
+    monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter()]
+    if is_chief:
+        monitors.append(EpochCheckpoint(logdir, recipe.max_to_keep))
 
     # Rank 0 restores the checkpoint; the trainer then broadcasts every variable to the other ranks.
-    ckpt = run.resume_ckpt or run.load_ckpt
-    config = TrainConfig(model=model, data=QueueInput(train_df), callbacks=callbacks,
+    # --load takes the weights only: the new run starts at step 0 with its own data set's mean image.
+    session_init = None
+    if is_chief and run.resume_ckpt:
+        session_init = SmartInit(run.resume_ckpt)
+    elif is_chief and run.load_ckpt:
+        session_init = WeightsInit(run.load_ckpt)
+    config = TrainConfig(model=model, data=QueueInput(train_df), callbacks=callbacks, monitors=monitors,
                          steps_per_epoch=run.steps_per_epoch, max_epoch=recipe.max_epoch,
-                         starting_epoch=run.starting_epoch, session_init=SmartInit(ckpt) if ckpt and is_chief else None)
+                         starting_epoch=run.starting_epoch, session_init=session_init)
     if workers:
         trainer = HorovodTrainer(average=True)
         # The gradient allreduce keeps the weights equal on every rank; a per-epoch broadcast from rank 0 would
@@ -313,18 +349,15 @@ def train(recipe, data=None, extra_callbacks=()):
 def summarize_run(logdir):
     """Last epoch's validation error and discard record of a run, read from its files."""
     summary = {"logdir": logdir}
-    stats_path = os.path.join(logdir, "stats.json")
-    if os.path.isfile(stats_path):
-        with open(stats_path) as f:
-            stats = json.load(f)
-        if stats:
-            summary["epoch"] = stats[-1].get("epoch_num")
-            for key in ("val_error", "val_side_error", "val_error_top5"):
-                if key in stats[-1]:
-                    summary[key] = stats[-1][key]
-    records = read_json_lines(os.path.join(logdir, DISCARDS_FILE))
+    stats = read_stats(logdir)
+    if stats:
+        summary["epoch"] = stats[-1].get("epoch_num")
+        for key in ("val_error", "val_side_error", "val_error_top5"):
+            if key in stats[-1]:
+                summary[key] = stats[-1][key]
+    records = read_records(logdir)
     if records:
         last = records[-1]
-        summary["discarded"] = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99)
+        summary["discarded"] = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD)
         summary["gated_blocks"] = len(last["blocks"])
     return summary

@@ -83,14 +83,39 @@ def test_imagenet_folders(tmp_path, val_flat):
     assert [len(b[1]) for b in val_batches] == [2, 1]  # keeps the last partial batch
 
 
-def test_corrupt_jpeg_is_skipped_with_a_warning(tmp_path, caplog):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_jpegs_are_skipped_and_counted(tmp_path, caplog, workers):
     datafiles.write_imagenet(str(tmp_path))
     bad = tmp_path / "train" / "n01443537" / "n01443537_1.JPEG"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
-    with caplog.at_level(logging.WARNING):
-        out = batches(build_dataflow("imagenet", "train", 1, data_dir=str(tmp_path), image_size=32))
-    assert len(out) == 8
-    assert str(bad) in caplog.text
+    bad_val = tmp_path / "val" / "ILSVRC2012_val_00000002.JPEG"
+    bad_val.write_bytes(b"")
+    train = build_dataflow("imagenet", "train", 1, data_dir=str(tmp_path), image_size=32, workers=workers)
+    train.reset_state()
+    seen = [dp for _, dp in zip(range(8), train)]  # with workers the training flow repeats: take one epoch's worth
+    assert len(seen) == 8
+    # validation stays one exact pass (strict order) without the unreadable image
+    val = batches(build_dataflow("imagenet", "val", 2, data_dir=str(tmp_path), image_size=32, workers=workers))
+    assert [len(b[1]) for b in val] == [2] and list(val[0][1]) == [0, 2]
+    text = caplog.text
+    assert str(bad) in text and "(1 train image(s) skipped so far)" in text
+    assert str(bad_val) in text and "(1 val image(s) skipped so far)" in text
+
+
+def test_a_folder_of_unreadable_images_is_refused(tmp_path):
+    datafiles.write_imagenet(str(tmp_path))
+    for path in (tmp_path / "train").glob("*/*.JPEG"):
+        path.write_bytes(b"broken")
+    with pytest.raises(UserError, match="none of 9 images sampled from .* could be decoded"):
+        build_dataflow("imagenet", "train", 2, data_dir=str(tmp_path), image_size=32)
+
+
+def test_batch_larger_than_the_data_set_is_refused(tmp_path):
+    with pytest.raises(UserError, match="--batch 5000 is larger than the 1437 training images of digits"):
+        build_dataflow("digits", "train", 5000)
+    datafiles.write_imagenet(str(tmp_path))
+    with pytest.raises(UserError, match="--batch 10 is larger than the 9 training images"):
+        build_dataflow("imagenet", "train", 10, data_dir=str(tmp_path), image_size=32)
 
 
 def test_dataflow_batches_and_workers():

@@ -150,10 +150,17 @@ def test_bad_export_requests(demo_export, tmp_path):
     assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".export-")]
 
 
-def test_force_replaces_an_export_only_after_verification(demo_export, tmp_path):
+def test_force_replaces_only_an_earlier_export_after_verification(demo_export, tmp_path):
     logdir, out, _ = demo_export
     target = tmp_path / "target"
-    target.mkdir()
+    shutil.copytree(out, str(target))
     (target / "old.txt").write_text("previous export")
     run_script("prune_export.py", logdir, "--out", str(target), "--force", "--no-timing", check=True)
     assert not (target / "old.txt").exists() and (target / "saved_model.pb").exists()
+    assert (target / ".eps-resnet-export").exists()
+    # a directory that is not an export is never replaced, --force or not
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(mine), "--force"), "not an export")
+    assert os.listdir(str(mine)) == ["notes.txt"]

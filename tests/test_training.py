@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from eps_resnet.fileio import read_json_lines
+from eps_resnet.rundir import read_records
 from eps_resnet.plan import Plan, cifar_plan
 from tests.runner import ROOT, assert_one_line_error, run_python, run_script
 
 
 def records_by_epoch(logdir):
-    return {r["epoch"]: r for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))}
+    return {r["epoch"]: r for r in read_records(logdir)}
 
 
 def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
@@ -157,7 +157,7 @@ def test_two_towers_share_one_epsilon(tmp_path):
     names = set(tf.train.load_checkpoint(os.path.join(logdir, "model-6")).get_variable_to_shape_map())
     assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
-    assert [r["epsilon"] for r in read_json_lines(os.path.join(logdir, "discards.jsonl"))] == [1e6, 1e6]
+    assert [r["epsilon"] for r in read_records(logdir)] == [1e6, 1e6]
 
 
 # ---- command line ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from .. import UserError
 from .. import tfcompat  # noqa: F401  (imports TensorFlow/tensorpack quietly, before tensorpack.dataflow)
 from ..fileio import atomic_write_bytes
 from tensorpack.dataflow import (AugmentImageComponent, BatchData, DataFromList, MapData, MultiProcessMapDataZMQ,
-                                 MultiProcessRunnerZMQ, RNGDataFlow, imgaug)
+                                 MultiProcessRunnerZMQ, ProxyDataFlow, RNGDataFlow, imgaug)
+from tensorpack.utils import logger
 from . import augment
 from .cifar import load_cifar
 from .digits import load_digits_split
@@ -137,12 +138,40 @@ class ArrayImages(RNGDataFlow):
 
 
 def _decode_file(item):
+    """[image, label], or [None, path] for a file that cannot be decoded (SkipUnreadable drops and counts it)."""
     path, label = item
     img = read_rgb(path)
     if img is None:
-        log.warning("skipping %s: not a readable image", path)
-        return None
+        return [None, path]
     return [img, np.int32(label)]
+
+
+class SkipUnreadable(ProxyDataFlow):
+    """Drops the images a decoder could not read, and says so in the log with a running count."""
+
+    def __init__(self, ds, what):
+        super().__init__(ds)
+        self.what = what
+        self.skipped = 0
+
+    def __iter__(self):
+        for dp in self.ds:
+            if dp[0] is None:
+                self.skipped += 1
+                if self.skipped <= 10 or self.skipped % 100 == 0:
+                    logger.warn("skipped unreadable image %s (%d %s image(s) skipped so far)"
+                                % (dp[1], self.skipped, self.what))
+                continue
+            yield dp
+
+
+def check_some_images_decode(items, folder, samples=16):
+    """Decode a few images spread over the list: a folder of files that are all unreadable would otherwise make
+    the training dataflow wait for an image forever."""
+    picks = [items[i * len(items) // min(samples, len(items))] for i in range(min(samples, len(items)))]
+    if all(read_rgb(path) is None for path, _ in picks):
+        raise UserError("none of %d images sampled from %s could be decoded (e.g. %s); check that the files are "
+                        "intact JPEG images" % (len(picks), folder, picks[0][0]))
 
 
 def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_size=None, svhn_jitter="paper",
@@ -165,6 +194,9 @@ def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_s
 
     if info.in_memory:
         images, labels = arrays if arrays is not None else load_arrays(dataset, split, data_dir)
+        if training and len(labels) < batch_size:
+            raise UserError("--batch %d is larger than the %d training images of %s; use --batch %d or less"
+                            % (batch_size, len(labels), dataset, len(labels)))
         ds = ArrayImages(images, labels, shuffle)
         if augs:
             ds = AugmentImageComponent(ds, augs)
@@ -175,12 +207,16 @@ def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_s
 
     _require_dir(data_dir, dataset)
     items = imagenet_files(data_dir, "train" if training else "val")
+    if training and len(items) < batch_size:
+        raise UserError("--batch %d is larger than the %d training images in %s; use --batch %d or less"
+                        % (batch_size, len(items), data_dir, len(items)))
+    check_some_images_decode(items, os.path.join(data_dir, split))
     ds = DataFromList(items, shuffle=shuffle)
     augmentor = imgaug.AugmentorList(augs)
 
     def load_and_augment(item):
         dp = _decode_file(item)
-        if dp is not None:
+        if dp[0] is not None:
             dp[0] = augmentor.augment(dp[0])
         return dp
 
@@ -189,7 +225,7 @@ def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_s
                                     strict=not training)
     else:
         ds = MapData(ds, load_and_augment)
-    return BatchData(ds, batch_size, remainder=not training)
+    return BatchData(SkipUnreadable(ds, split), batch_size, remainder=not training)
 
 
 __all__ = ["DATASETS", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",

@@ -1,0 +1,311 @@
+"""The training log directory: its file names, its lock, its checkpoints and its per-epoch records.
+
+Training, export and reports ask this module about a run's files instead of knowing them themselves.
+
+An epoch ends as one transaction: the epoch's records (discards.jsonl, stats.json, TensorBoard events) are
+written first and its checkpoint last. A checkpoint of epoch E therefore means every record of E is on disk;
+`--resume` starts from the newest intact checkpoint and drops whatever a killed run wrote after it.
+"""
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from typing import Callable, List, Optional
+
+from . import UserError
+from .fileio import atomic_write_text
+
+PLAN_FILE = "plan.json"            # the network's blocks (eps_resnet.plan.Plan)
+RUN_FILE = "run.json"              # the recipe, steps per epoch, towers
+DISCARDS_FILE = "discards.jsonl"   # one record per epoch: ε, LR, discarded_cnt, per-block gate statistics
+STATS_FILE = "stats.json"          # tensorpack's per-epoch scalars
+LOCK_FILE = ".lock"                # held (flock) by the process that trains in the directory
+EXPORT_MARKER = ".eps-resnet-export"  # written into every export directory, so --force knows what is ours
+ABANDONED_PREFIX = "abandoned-"    # files of a start that stopped before its first checkpoint
+
+DISCARDED_THRESHOLD = 0.99  # moving average of is_discarded at which a block counts as discarded
+
+_CHECKPOINT_INDEX = re.compile(r"^model-(\d+)\.index$")
+log = logging.getLogger(__name__)
+
+
+def _warn(message):
+    from tensorpack.utils import logger
+    logger.warn(message)
+
+
+# ---- what a directory is --------------------------------------------------------------------------------
+def holds_run(path) -> bool:
+    """True if `path` is a training log directory (it has a plan, settings or a checkpoint)."""
+    if not os.path.isdir(path):
+        return False
+    names = os.listdir(path)
+    return PLAN_FILE in names or RUN_FILE in names or any(_CHECKPOINT_INDEX.match(n) for n in names)
+
+
+def is_export(path) -> bool:
+    """True if `path` is a directory written by prune_export (marker file, or the layout of older exports)."""
+    if not os.path.isdir(path):
+        return False
+    names = set(os.listdir(path))
+    return EXPORT_MARKER in names or {"saved_model.pb", "report.json", PLAN_FILE} <= names
+
+
+def has_content(path) -> bool:
+    """A directory holds something besides our lock file and the files of starts that never reached a checkpoint."""
+    return os.path.isdir(path) and any(n != LOCK_FILE and not n.startswith(ABANDONED_PREFIX) for n in os.listdir(path))
+
+
+# ---- the lock ---------------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a log directory, held as long as the training process lives.
+
+    flock() locks are released by the kernel when the process dies, however it dies; the file keeps the PID
+    of the holder so that a second run can name it.
+    """
+
+    def __init__(self, logdir):
+        self.path = os.path.join(logdir, LOCK_FILE)
+        self._fd = None
+
+    def acquire(self):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError("cannot write the log directory %s (%s); choose a writable --logdir"
+                            % (os.path.dirname(self.path), e.strerror))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError("%s is in use by another training process (PID %s); wait for it to end or choose "
+                                "another --logdir" % (os.path.dirname(self.path), holder))
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise UserError("cannot write the log directory %s (%s); free disk space or choose another --logdir"
+                            % (os.path.dirname(self.path), e.strerror))
+        self._fd = fd
+        _HELD_LOCKS.append(self)
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self in _HELD_LOCKS:
+            _HELD_LOCKS.remove(self)
+
+
+_HELD_LOCKS: List[RunLock] = []
+
+
+def release_locks():
+    """Release every log-directory lock this process holds (the end of train(), however it ended)."""
+    for lock in list(_HELD_LOCKS):
+        lock.release()
+
+
+# ---- settings -----------------------------------------------------------------------------------------------
+def read_settings(logdir) -> dict:
+    """run.json: {"recipe": {...}, "steps_per_epoch": N, ...}; a damaged file is one clear error."""
+    path = os.path.join(logdir, RUN_FILE)
+    if not os.path.isfile(path):
+        raise UserError("%s has no %s; is it the log directory of a training run?" % (logdir, RUN_FILE))
+    try:
+        with open(path) as f:
+            settings = json.load(f)
+        if not isinstance(settings.get("recipe"), dict) or int(settings["steps_per_epoch"]) < 1:
+            raise ValueError("recipe or steps_per_epoch missing")
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+        raise UserError("%s is damaged (%s); it holds the run's settings: restore it, or start a new run from the "
+                        "run's weights with --load %s" % (path, e, logdir))
+    return settings
+
+
+def write_settings(logdir, settings: dict):
+    atomic_write_text(os.path.join(logdir, RUN_FILE), json.dumps(settings, indent=1))
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------------
+def checkpoint_steps(logdir) -> List[int]:
+    """Global steps of the `model-N` checkpoints in `logdir`, oldest first (read from the files themselves,
+    not from TensorFlow's `checkpoint` index file, which a crash can leave empty or stale)."""
+    if not os.path.isdir(logdir):
+        return []
+    steps = [int(m.group(1)) for m in map(_CHECKPOINT_INDEX.match, os.listdir(logdir)) if m]
+    return sorted(steps)
+
+
+def checkpoint_problem(prefix) -> Optional[str]:
+    """Why the checkpoint `prefix` cannot be restored (every tensor is read, so checksums are verified), or None."""
+    from .tfcompat import tf
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # DataLossError, NotFoundError, OutOfRangeError, ...: all mean "not usable"
+        text = str(e).strip().splitlines()
+        return text[0][:200] if text else type(e).__name__
+    return None
+
+
+def newest_intact_checkpoint(logdir, warn: Callable[[str], None] = _warn) -> Optional[str]:
+    """The newest checkpoint of `logdir` that reads back completely; damaged newer ones are named and skipped.
+    Raises UserError if there are checkpoints but none is intact; None if there are none."""
+    damaged = []
+    for step in reversed(checkpoint_steps(logdir)):
+        prefix = os.path.join(logdir, "model-%d" % step)
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            if damaged:
+                warn("skipped damaged checkpoint(s) %s; using %s" % (", ".join(damaged), os.path.basename(prefix)))
+            return prefix
+        damaged.append("model-%d (%s)" % (step, problem))
+    if damaged:
+        raise UserError("no intact checkpoint in %s: %s; restore the files or start a new run" % (logdir, "; ".join(damaged)))
+    return None
+
+
+def resolve_checkpoint(path, warn: Callable[[str], None] = _warn) -> Optional[str]:
+    """A checkpoint prefix for a log directory (its newest intact checkpoint), a `model-N` prefix or one of its
+    files; None if there is none. A named checkpoint that is damaged is an error, never silently replaced."""
+    if os.path.isdir(path):
+        return newest_intact_checkpoint(path, warn)
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if ".data-" in path:
+        path = path.split(".data-")[0]
+    if not os.path.isfile(path + ".index"):
+        return None
+    problem = checkpoint_problem(path)
+    if problem:
+        raise UserError("checkpoint %s is damaged (%s); pass another checkpoint or the log directory (its newest "
+                        "intact checkpoint is used)" % (path, problem))
+    return path
+
+
+def checkpoint_files(prefix) -> List[str]:
+    folder, base = os.path.split(prefix)
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder or ".")
+                  if n == base + ".index" or n.startswith(base + ".data-"))
+
+
+def remove_partial_checkpoint(prefix):
+    """Remove what a failed save of `prefix` left (its files and TensorFlow's temporary folder)."""
+    import shutil
+    folder, base = os.path.split(prefix)
+    for name in os.listdir(folder):
+        if name == base + ".index" or name.startswith((base + ".data-", base + "_temp")):
+            path = os.path.join(folder, name)
+            try:
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            except OSError:
+                pass
+
+
+# ---- per-epoch records ----------------------------------------------------------------------------------------
+def read_records(logdir, warn: Callable[[str], None] = _warn) -> list:
+    """The records of discards.jsonl. A half-written last line (a crash or a full disk while writing) is dropped
+    with a warning; any other line that is not a record means the file is damaged (one clear error)."""
+    path = os.path.join(logdir, DISCARDS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    complete = data.endswith(b"\n")
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError:
+            if n == len(lines) and not complete:
+                warn("dropped the half-written last line of %s (the run stopped while writing it)" % path)
+                continue
+            raise UserError("%s line %d is not an epoch record: the file is damaged; restore it, or delete that "
+                            "line and the ones after it and resume" % (path, n))
+        records.append(record)
+    return records
+
+
+def last_record_per_epoch(records) -> list:
+    """One record per epoch (the last written wins), in epoch order."""
+    by_epoch = {r["epoch"]: r for r in records}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def record_of_epoch(records, epoch) -> Optional[dict]:
+    found = [r for r in records if r["epoch"] == epoch]
+    return found[-1] if found else None
+
+
+def read_stats(logdir) -> list:
+    """stats.json (tensorpack's per-epoch scalars); [] if missing or unreadable (it only feeds figures)."""
+    path = os.path.join(logdir, STATS_FILE)
+    try:
+        with open(path) as f:
+            stats = json.load(f)
+        return [s for s in stats if isinstance(s, dict)] if isinstance(stats, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def trim_for_resume(logdir, starting_epoch, warn: Callable[[str], None] = _warn):
+    """Make the records agree with the checkpoint a run resumes from: keep epochs before `starting_epoch` only.
+
+    A run killed after writing epoch E's records but before its checkpoint leaves records of E; they are
+    dropped here (and written again when E is trained again). A half-written last line is dropped too.
+    """
+    path = os.path.join(logdir, DISCARDS_FILE)
+    if os.path.exists(path):
+        records = read_records(logdir, warn)
+        keep = [r for r in records if r["epoch"] < starting_epoch]
+        with open(path, "rb") as f:
+            tidy = f.read() == b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in records)
+        if len(keep) != len(records) or not tidy:
+            dropped = sorted({r["epoch"] for r in records if r["epoch"] >= starting_epoch})
+            if dropped:
+                warn("dropped the records of epoch(s) %s from %s: they were written after the last intact "
+                     "checkpoint and will be written again" % (", ".join(map(str, dropped)), DISCARDS_FILE))
+            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+    stats_path = os.path.join(logdir, STATS_FILE)
+    if os.path.exists(stats_path):
+        try:
+            with open(stats_path) as f:
+                stats = json.load(f)
+            if not isinstance(stats, list):
+                raise ValueError("not a list")
+        except ValueError as e:
+            aside = stats_path + ".damaged-%s" % time.strftime("%Y%m%d-%H%M%S")
+            os.replace(stats_path, aside)
+            warn("%s was damaged (%s); moved it to %s and started a new one" % (stats_path, e, aside))
+            return
+        keep = [s for s in stats if isinstance(s, dict) and s.get("epoch_num", 0) < starting_epoch]
+        if len(keep) != len(stats):
+            atomic_write_text(stats_path, json.dumps(keep))
+
+
+def set_aside_unfinished_start(logdir) -> str:
+    """Move the files of a run that stopped before its first checkpoint into `abandoned-<time>/` (nothing is
+    deleted), so the run can start afresh in its directory. Returns that folder."""
+    aside = os.path.join(logdir, ABANDONED_PREFIX + time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(aside)
+    for name in os.listdir(logdir):
+        if name == LOCK_FILE or name.startswith(ABANDONED_PREFIX):
+            continue
+        os.replace(os.path.join(logdir, name), os.path.join(aside, name))
+    return aside
