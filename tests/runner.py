@@ -34,3 +34,84 @@ def assert_one_line_error(proc, *fragments, code=2):
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+class Background:
+    """A script running in the background, its output going to files (a pipe nobody reads would stall it)."""
+
+    def __init__(self, cmd, env):
+        import tempfile
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=self._err, text=True, env=env)
+        self.pid = self.proc.pid
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self, timeout=None):
+        return self.proc.wait(timeout=timeout)
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        self.proc.kill()
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    @property
+    def stdout(self):
+        self._out.seek(0)
+        return self._out.read()
+
+    @property
+    def stderr(self):
+        self._err.seek(0)
+        return self._err.read()
+
+
+def start_script(script, *args, env=None):
+    """Start a script in the background, as a user would in another terminal."""
+    cmd = [sys.executable, os.path.join(ROOT, script)] + [str(a) for a in args]
+    return Background(cmd, dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
+
+
+def wait_until(condition, timeout=300, proc=None, what="the condition"):
+    """Poll `condition()` until it is true; fails if `proc` ends first or the time runs out."""
+    import time
+    deadline = time.time() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("the process ended (%s) before %s:\n%s" % (proc.returncode, what, proc.stderr[-3000:]))
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.05)
+
+
+def descendants(pid):
+    """PIDs of every living process below `pid` (children, their children, ...), from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
