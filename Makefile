@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 HOROVOD_STAMP := $(VENV)/.horovod-installed
 
-.PHONY: test demo bench horovod clean-venv
+.PHONY: test test-fast demo bench horovod clean-venv
 
 $(STAMP): requirements.txt
 	rm -rf $(VENV)
@@ -21,8 +21,13 @@ $(HOROVOD_STAMP): $(STAMP) tools/install_horovod.sh
 
 horovod: $(HOROVOD_STAMP)
 
+# The whole suite (CI's command): about 15 minutes on 2 cores, plus the Horovod build the first time.
 test: $(STAMP) $(HOROVOD_STAMP)
 	$(PY) -m pytest
+
+# The unit tests only (no training runs, no Horovod build): under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(PY) demo.py

@@ -31,7 +31,7 @@ def main():
             [os.path.join(ROOT, "prune_export.py"), logdir, "--out", export]):
         return 1
     if step("figures (paper Figs. 1, 5, 9, 10 and error curves)",
-            ["-m", "eps_resnet.report", logdir, "--out", os.path.join(export, "figures")]):
+            ["-m", "eps_resnet.figures", logdir, "--out", os.path.join(export, "figures")]):
         return 1
     print("\ndone in %.1f minutes: %s" % ((time.time() - started) / 60, run_dir))
     return 0

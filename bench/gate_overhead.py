@@ -9,13 +9,13 @@ and the ratio gated / plain (target: <= 1.03).
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eps_resnet  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
+from eps_resnet.inference import interleaved_times  # noqa: E402
 from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
 from eps_resnet.plan import cifar_plan  # noqa: E402
 from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
@@ -55,18 +55,8 @@ def main():
     plan = cifar_plan(args.n)
     runs = {"plain": make_trainer(plan, None, args.batch, args.data_format),
             "gated": make_trainer(plan, args.epsilon, args.batch, args.data_format)}
-    for sess, op in runs.values():  # warm-up: graph optimisation, allocator
-        for _ in range(3):
-            sess.run(op)
-    times = {k: [] for k in runs}
-    for r in range(args.rounds):
-        order = list(runs) if r % 2 == 0 else list(reversed(list(runs)))
-        for name in order:
-            sess, op = runs[name]
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                sess.run(op)
-            times[name].append((time.perf_counter() - t0) / args.steps)
+    times = interleaved_times({name: (lambda sess=sess, op=op: sess.run(op)) for name, (sess, op) in runs.items()},
+                              rounds=args.rounds, repeat=args.steps)
     # Each round times both models back to back, so the per-round ratio cancels slow drifts of the
     # shared machine; the median of those ratios is the figure, the quartiles show the noise.
     ratios = np.array(times["gated"]) / np.array(times["plain"])

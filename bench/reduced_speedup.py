@@ -12,30 +12,16 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eps_resnet  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
-from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
+from eps_resnet.inference import build_inference_graph, interleaved_times  # noqa: E402
 from eps_resnet.plan import cifar_plan  # noqa: E402
 from eps_resnet.prune import quiet_layer_logs, write_saved_model  # noqa: E402
 from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
-from tensorpack.tfutils.tower import PredictTowerContext  # noqa: E402
-
-
-def gated_session(plan, ckpt_dir):
-    g = tf.Graph()
-    with g.as_default():
-        image = tfv1.placeholder(tf.uint8, [None, 32, 32, 3])
-        with PredictTowerContext(""):
-            logits, _, _ = EpsResNet(plan, ModelSettings(epsilon=2.5, side_weight=0.0)).forward(image)
-        sess = tfv1.Session(graph=g)
-        sess.run(tfv1.global_variables_initializer())
-        ckpt = tfv1.train.Saver().save(sess, os.path.join(ckpt_dir, "model"))
-    return sess, image, logits, ckpt
 
 
 def export_session(export_dir):
@@ -61,22 +47,16 @@ def main():
     reduced = plan.without(closed)
     work = tempfile.mkdtemp(prefix="eps-resnet-speedup-")
     try:
-        gsess, gin, gout, ckpt = gated_session(plan, work)
+        gated = build_inference_graph(plan, epsilon=2.5)
+        gsess = gated.session()  # random weights
+        with gated.graph.as_default():
+            ckpt = tfv1.train.Saver().save(gsess, os.path.join(work, "model"))
         export_dir = os.path.join(work, "export")
-        write_saved_model(reduced, ckpt, export_dir, (32, 32, 3))
+        write_saved_model(reduced, ckpt, export_dir)
         esess, ein, eout = export_session(export_dir)
         x = np.random.RandomState(0).randint(0, 256, (args.batch, 32, 32, 3)).astype(np.uint8)
-        runs = {"gated": (gsess, gout, gin), "export": (esess, eout, ein)}
-        for sess, out, inp in runs.values():
-            for _ in range(3):
-                sess.run(out, {inp: x})
-        times = {k: [] for k in runs}
-        for r in range(args.rounds):
-            for name in (list(runs) if r % 2 == 0 else list(reversed(list(runs)))):
-                sess, out, inp = runs[name]
-                t0 = time.perf_counter()
-                sess.run(out, {inp: x})
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved_times({"gated": lambda: gsess.run(gated.logits, {gated.image: x}),
+                                   "export": lambda: esess.run(eout, {ein: x})}, rounds=args.rounds)
         ratios = np.array(times["gated"]) / np.array(times["export"])
         measured, ideal = float(np.median(ratios)), plan.flops / reduced.flops
         print("ResNet-%d, %d of %d blocks closed, batch %d, %d rounds" % (plan.full_depth, count, len(plan.blocks),

@@ -1,4 +1,4 @@
-"""Training callbacks: learning-rate policy (standard or adaptive, SPEC §6), discard tracking, NaN guard.
+"""Training callbacks: learning-rate setter, gate agreement, discard tracking, checkpoints, NaN guard.
 
 State that decides the future (which learning-rate schedule is in force) is rebuilt on resume from the
 per-epoch records in `discards.jsonl`, so a restarted run continues with the same schedule.
@@ -12,69 +12,17 @@ from tabulate import tabulate
 
 from . import UserError
 from .fileio import append_json_line, disk_error_hint, write_failure_reason
-from .model import find_shared_variable
+from .gate import GATE_STATISTICS_TENSOR, unpack_gate_statistics
+
 from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_partial_checkpoint
 from .tfcompat import tf, tfv1
+from .tfgraph import find_shared_variable
 
 from tensorpack.callbacks import Callback, HyperParamSetter, InferenceRunner, JSONWriter
 from tensorpack.callbacks.monitor import MonitorBase
 from tensorpack.tfutils.sessinit import SessionInit
 from tensorpack.utils import logger
 
-GATE_EMA_TENSOR = "gate_statistics_ema:0"
-
-
-class LearningRatePolicy:
-    """The learning-rate decision of SPEC §6, free of TensorFlow so it can be tested directly.
-
-    Schedules are lists of (epoch, value): the value is set when that epoch ends (epoch 0: at the start).
-    `end_of_epoch(epoch, discarded_cnt)` returns (value to set or None, whether the LR was reset).
-    Without `adaptive`, it follows `standard` and ignores discarded_cnt.
-    """
-
-    def __init__(self, standard, fast=None, adaptive=False, k=1, threshold=1.0, history=(), last_reset=None):
-        self.standard = [tuple(p) for p in standard]
-        self.fast = [tuple(p) for p in (fast or standard)]
-        self.adaptive = adaptive
-        self.k = k
-        self.threshold = threshold
-        self.history = list(history)    # discarded_cnt at the end of epochs 1, 2, ...
-        self.last_reset = last_reset    # epoch of the last reset, None before the first
-
-    @property
-    def schedule(self):
-        if self.last_reset is None:
-            return self.standard
-        return [(self.last_reset + e, v) for e, v in self.fast]
-
-    def scheduled_value(self, epoch):
-        for e, v in self.schedule:
-            if e == epoch:
-                return v
-        return None
-
-    def end_of_epoch(self, epoch, discarded_cnt=None):
-        if not self.adaptive:
-            return self.scheduled_value(epoch), False
-        self.history.append(float(discarded_cnt))
-        k = self.k
-        recent_reset = self.last_reset is not None and epoch - self.last_reset < k
-        if len(self.history) < k + 1 or recent_reset:
-            return self.scheduled_value(epoch), False
-        h = self.history[-(k + 1):]
-        if max(h) < h[0] + self.threshold:
-            return self.scheduled_value(epoch), False
-        self.last_reset = epoch
-        return self.fast[0][1], True
-
-    @classmethod
-    def from_records(cls, records, **kwargs):
-        """A policy that has seen the epochs of `records` (discards.jsonl lines, last one per epoch wins)."""
-        by_epoch = {r["epoch"]: r for r in records if "epoch" in r}
-        epochs = sorted(by_epoch)
-        history = [by_epoch[e]["discarded_cnt"] for e in epochs if by_epoch[e].get("discarded_cnt") is not None]
-        resets = [e for e in epochs if by_epoch[e].get("lr_reset")]
-        return cls(history=history, last_reset=resets[-1] if resets else None, **kwargs)
 
 
 class GateAgreement(Callback):
@@ -88,25 +36,24 @@ class GateAgreement(Callback):
     """
     _chief_only = False  # every rank must take part in the allreduce
 
-    def __init__(self, plan, workers=None):
-        self.names = [b.name for b in plan.kept_blocks]
-        self.workers = workers
+    def __init__(self, plan, ranks=None):
+        self.names = plan.block_names_gated
+        self.ranks = ranks
         self.stats, self.discarded_cnt, self.local_discarded_cnt = {}, None, None
 
     def _setup_graph(self):
-        local = self.graph.get_tensor_by_name(GATE_EMA_TENSOR)
+        local = self.graph.get_tensor_by_name(GATE_STATISTICS_TENSOR)
         agreed = local
-        if self.workers is not None and self.workers.size > 1:
-            hvd = self.workers.hvd
+        if self.ranks is not None and self.ranks.size > 1:
+            hvd = self.ranks.hvd
             agreed = hvd.allreduce(local, op=hvd.Average, name="gate_statistics_agreed")
         self._fetch = [local, agreed]
 
     def _trigger_epoch(self):
         local, agreed = self.trainer.sess.run(self._fetch)
-        n = len(self.names)
-        self.stats = {name: (float(agreed[i]), float(agreed[n + i])) for i, name in enumerate(self.names)}
-        self.discarded_cnt = float(np.sum(agreed[:n]))
-        self.local_discarded_cnt = float(np.sum(local[:n]))
+        self.stats = unpack_gate_statistics(self.names, agreed)
+        self.discarded_cnt = float(sum(flag for flag, _ in self.stats.values()))
+        self.local_discarded_cnt = float(sum(flag for flag, _ in unpack_gate_statistics(self.names, local).values()))
 
 
 class LearningRateSetter(HyperParamSetter):
@@ -148,8 +95,8 @@ class RankEpochLog(Callback):
     """
     _chief_only = False
 
-    def __init__(self, workers, gates=None, lr_setter=None):
-        self.workers = workers
+    def __init__(self, ranks, gates=None, lr_setter=None):
+        self.ranks = ranks
         self.gates = gates
         self.lr_setter = lr_setter
 
@@ -159,7 +106,7 @@ class RankEpochLog(Callback):
 
     def _trigger_epoch(self):
         values = self.trainer.sess.run(self._values)
-        line = "rank %d of %d, epoch %d: learning_rate %r" % (self.workers.rank, self.workers.size, self.epoch_num,
+        line = "rank %d of %d, epoch %d: learning_rate %r" % (self.ranks.rank, self.ranks.size, self.epoch_num,
                                                              float(values["learning_rate"]))
         if "epsilon" in values:
             line += " epsilon %r" % float(values["epsilon"])
@@ -197,15 +144,8 @@ class DiscardTracker(Callback):
         self._previous = set()
 
     def _setup_graph(self):
-        gated = {b.name for b in self.plan.kept_blocks}
-        self._kernels = {name: [] for name in gated}
-        for v in tfv1.global_variables():
-            name = v.op.name
-            if not name.endswith("/W") or "convshortcut" in name:
-                continue
-            block = name.rsplit("/", 2)[0]
-            if block in self._kernels:
-                self._kernels[block].append(v)
+        variables = {v.op.name: v for v in tfv1.global_variables()}
+        self._kernels = {b.name: [variables[k] for k in b.residual_kernels] for b in self.plan.kept_blocks}
         self._epsilon = find_shared_variable("epsilon", self.graph)
         self._lr = find_shared_variable("learning_rate", self.graph)
 
@@ -247,7 +187,7 @@ class DiscardTracker(Callback):
 
     def _put_figures(self):
         """Block map and discard ratio as TensorBoard image summaries, to watch them live."""
-        from .report import RunRecords, draw, figure_png
+        from .figures import RunRecords, draw, figure_png
         try:
             runrec = RunRecords(self.plan, self._records)
             for name in ("block_map", "discard_ratio"):
@@ -272,7 +212,7 @@ def image_summary(tag, rgb):
 
 
 def discard_table(plan, stats, previous=()):
-    """A tabulate table of the discarded blocks (moving average >= 0.99), new ones marked, plus per-group counts."""
+    """A tabulate table of the discarded blocks (moving average at or above the discard threshold), new ones marked, plus per-group counts."""
     rows = []
     for b in plan.kept_blocks:
         flag, rmax = stats[b.name]
@@ -280,7 +220,7 @@ def discard_table(plan, stats, previous=()):
             rows.append([b.name, "%.3f" % flag, "%.3g" % rmax, "new" if b.name not in previous else ""])
     groups = []
     for g in plan.groups:
-        in_group = [b for b in plan.kept_blocks if b.group == g]
+        in_group = plan.blocks_in_group(g, kept_only=True)
         gone = sum(1 for b in in_group if stats[b.name][0] >= DISCARDED_THRESHOLD)
         groups.append("group %d: %d/%d discarded" % (g, gone, len(in_group)))
     table = tabulate(rows, headers=["block", "is_discarded (avg)", "max|F| (avg)", ""]) if rows else "(none discarded)"

@@ -74,13 +74,7 @@ def recipe_from_args(recipe, args, **extra):
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
-    trainer = args.trainer
-    if launched_by_horovodrun():
-        if trainer == "replicated":
-            raise UserError("--trainer replicated trains in one process, but horovodrun started several; drop "
-                            "--trainer (Horovod is chosen) or start the script without horovodrun")
-        trainer = "horovod"
-    changes.update(trainer=trainer, scale_lr=args.scale_lr)
+    changes.update(trainer=args.trainer, scale_lr=args.scale_lr)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
                    max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
@@ -94,7 +88,7 @@ def plan_table(plan, gated):
     from tabulate import tabulate
     rows = []
     for g in plan.groups:
-        blocks = [b for b in plan.blocks if b.group == g]
+        blocks = plan.blocks_in_group(g)
         rows.append(["group %d" % g, len(blocks), len(blocks) if gated else 0,
                      "%d -> %d" % (blocks[0].in_channels, blocks[-1].out_channels),
                      "%d" % blocks[-1].out_size, "%.3f M" % (sum(b.num_params for b in blocks) / 1e6),

@@ -41,8 +41,8 @@ def import_horovod():
     return hvd
 
 
-class Workers:
-    """The group of processes of a Horovod run, seen from one of them."""
+class Ranks:
+    """The processes (ranks) of a Horovod run, seen from one of them."""
 
     def __init__(self):
         self.hvd = import_horovod()
@@ -78,14 +78,17 @@ class Workers:
         return [pickle.loads(joined[a:b].tobytes()) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def agree(self, step):
-        """Run `step()` on every rank; returns rank 0's result on every rank.
+        """Run `step()` on every rank; it returns (this rank's result, what it shares or None). Returns (this
+        rank's result, rank 0's shared part) on every rank; only the shared part travels, so it must pickle.
 
         If `step` raises a UserError on any rank, every rank raises one: rank 0 with the message (its own, or
         the first failing rank's, prefixed with that rank), the others quietly, so one line is printed and
         every rank exits with code 2 instead of waiting for a rank that gave up.
         """
+        local = None
         try:
-            outcome = (True, step())
+            local, shared = step()
+            outcome = (True, shared)
         except UserError as e:
             outcome = (False, str(e))
         # When the first rank exits, horovodrun stops the others with SIGTERM: from here on, a rank stopped
@@ -98,7 +101,7 @@ class Workers:
         else:
             rank, message = failures[0]
             raise UserError(message if rank == 0 else "rank %d: %s" % (rank, message), quiet=not self.is_chief)
-        return outcomes[0][1]
+        return local, outcomes[0][1]
 
 
 def _exit_with_code_2(signum, frame):

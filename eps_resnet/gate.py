@@ -83,3 +83,23 @@ def StrictIdentityGate(residual, epsilon, shortcut=None):
     if shortcut is None:
         return keep * residual
     return gated_sum(shortcut, residual, keep)
+
+
+# ---- the gate statistics vector --------------------------------------------------------------------------------
+# The model keeps one moving-average vector for all gates; callbacks read it back. Its layout lives here only:
+# the is_discarded flags of the gated blocks in plan order, then their batch max|F|.
+GATE_STATISTICS_TENSOR = "gate_statistics_ema:0"
+
+
+def pack_gate_statistics(block_names, gates):
+    """[(summary name, scalar tensor)] in the vector's order, from per-block (is_discarded, batch max|F|)."""
+    names = list(block_names)
+    return ([(n + "/is_discarded", flag) for n, (flag, _) in zip(names, gates)]
+            + [(n + "/batch_response_max", rmax) for n, (_, rmax) in zip(names, gates)])
+
+
+def unpack_gate_statistics(block_names, vector):
+    """{block: (moving average of is_discarded, moving average of batch max|F|)} from the vector's values."""
+    names = list(block_names)
+    n = len(names)
+    return {name: (float(vector[i]), float(vector[n + i])) for i, name in enumerate(names)}

@@ -17,78 +17,21 @@ from typing import Optional
 import numpy as np
 
 from . import UserError
-from .gate import StrictIdentityGate
+from .gate import GATE_STATISTICS_TENSOR, StrictIdentityGate, pack_gate_statistics
 from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
 from .tfcompat import tf, tfv1
+from .tfgraph import add_vector_moving_summary, shared_scalar_variable, shared_variable
 
 from tensorpack import ModelDesc
 from tensorpack.models import (AvgPooling, BatchNorm, BNReLU, Conv2D, FullyConnected, GlobalAvgPooling,
                                MaxPooling, regularize_cost)
 from tensorpack.tfutils.argscope import argscope
-from tensorpack.tfutils.summary import MOVING_SUMMARY_OPS_KEY, add_moving_summary, add_param_summary
+from tensorpack.tfutils.summary import add_moving_summary, add_param_summary
 from tensorpack.tfutils.tower import get_current_tower_context
 
 DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def shared_scalar_variable(name, initial_value):
-    """A non-trainable float variable created once per graph and shared by every tower.
-
-    Under tensorpack's replicated multi-GPU trainer, a variable made with get_variable inside
-    build_graph is duplicated per tower (`tower1/epsilon`), and hyper-parameter setters only reach
-    tower 0's copy. Keeping the variable in a graph collection and creating it at the root name
-    scope gives one `epsilon:0` (or `learning_rate:0`) that all towers and predictors read.
-    """
-    return _shared_variable(name, np.float32(initial_value))
-
-
-def find_shared_variable(name, graph=None):
-    """The graph's shared variable `name` (epsilon, learning_rate, mean_image), or None if it has none."""
-    found = (graph or tfv1.get_default_graph()).get_collection("eps_resnet_shared/" + name)
-    return found[0] if found else None
-
-
-def _shared_variable(name, initial_value):
-    graph = tfv1.get_default_graph()
-    found = find_shared_variable(name, graph)
-    if found is not None:
-        return found
-    with graph.name_scope(None):
-        var = tfv1.Variable(initial_value, name=name, trainable=False, dtype=tf.float32, use_resource=True)
-    graph.add_to_collection("eps_resnet_shared/" + name, var)
-    return var
-
-
-def add_vector_moving_summary(named_scalars, decay=0.95):
-    """Moving averages of many scalars with one variable and one update op per step.
-
-    Same numbers and summary tags as tensorpack's add_moving_summary (EMA with zero-debias, tag = the
-    given name), but a 375-block network gets one update instead of 750 small EMA subgraphs, which
-    cost about 4% of a ResNet-32 training step on CPU. Unlike tensorpack's EMAs these variables are
-    saved in checkpoints, so a resumed run continues the discard statistics instead of restarting them.
-    """
-    ctx = get_current_tower_context()
-    if ctx is not None and not ctx.is_main_training_tower:
-        return None
-    graph = tfv1.get_default_graph()
-    values = tf.stack([tf.cast(t, tf.float32) for _, t in named_scalars])
-    with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
-        with tf.name_scope("vector_EMA"):
-            average = tfv1.get_variable("vector_EMA/average", shape=values.shape, initializer=tf.zeros_initializer(),
-                                        trainable=False)
-            weight = tfv1.get_variable("vector_EMA/weight", shape=[], initializer=tf.zeros_initializer(),
-                                       trainable=False)
-            new_average = average.assign(decay * average + (1 - decay) * values)
-            new_weight = weight.assign(decay * weight + (1 - decay))
-            debiased = new_average / new_weight
-            tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased)
-            current = average / tf.maximum(weight, 1e-12)
-        for i, (name, _) in enumerate(named_scalars):
-            # "-summary": the name itself is taken by the op; tensorpack's monitors strip the suffix
-            tfv1.summary.scalar(name + "-summary", current[i])
-    return current
 
 
 @dataclass(frozen=True)
@@ -195,7 +138,7 @@ class EpsResNet(ModelDesc):
         with tf.name_scope("preprocess"):
             x = tf.cast(image, tf.float32)
             if self.plan.style == CIFAR_STYLE:
-                mean = _shared_variable("mean_image", self.mean_image)
+                mean = shared_variable("mean_image", self.mean_image)
                 x = (x - mean) * (1.0 / 128)
             else:
                 x = (x * (1.0 / 255) - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
@@ -271,12 +214,10 @@ class EpsResNet(ModelDesc):
         cnt = tf.add_n(flags, name="discarded_cnt")
         ratio = tf.divide(cnt, float(len(flags)), name="discarded_ratio")
         add_moving_summary(cnt, ratio)
-        per_block = [(b.name + "/is_discarded", flag) for b, (flag, _) in zip(self.plan.kept_blocks, gates)]
-        per_block += [(b.name + "/batch_response_max", m) for b, (_, m) in zip(self.plan.kept_blocks, gates)]
-        current = add_vector_moving_summary(per_block)
+        current = add_vector_moving_summary(pack_gate_statistics(self.plan.block_names_gated, gates))
         if current is not None:  # main training tower: callbacks read the averages from this tensor
             with tfv1.get_default_graph().name_scope(None):
-                tf.identity(current, name="gate_statistics_ema")
+                tf.identity(current, name=GATE_STATISTICS_TENSOR.split(":")[0])
         eps = shared_scalar_variable("epsilon", self.settings.epsilon)
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)

@@ -10,7 +10,7 @@ of He et al. (ResNet-50 ≈ 4.1 G at 224×224).
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from . import UserError
 from .fileio import atomic_write_text
@@ -109,6 +109,13 @@ class Block:
         """Weight layers on the residual branch (what the paper counts as depth)."""
         return 2 if self.kind == "basic" else 3
 
+    @property
+    def residual_kernels(self) -> List[str]:
+        """Variable names of the residual branch's convolution kernels (empty once discarded)."""
+        if not self.residual:
+            return []
+        return ["%s/conv%d/W" % (self.name, k) for k in range(1, self.num_layers + 1)]
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -121,11 +128,11 @@ class Plan:
 
     # ---- structure --------------------------------------------------------------------------
     @property
-    def block_names(self):
+    def block_names(self) -> List[str]:
         return [b.name for b in self.blocks]
 
     @property
-    def groups(self):
+    def groups(self) -> List[int]:
         return sorted({b.group for b in self.blocks})
 
     def block(self, name) -> Block:
@@ -135,12 +142,20 @@ class Plan:
         raise UserError("unknown block %r; this plan has blocks %s ... %s"
                         % (name, self.blocks[0].name, self.blocks[-1].name))
 
+    def blocks_in_group(self, group: int, kept_only: bool = False) -> List[Block]:
+        return [b for b in self.blocks if b.group == group and (b.residual or not kept_only)]
+
     @property
-    def kept_blocks(self):
+    def kept_blocks(self) -> List[Block]:
+        """Blocks with a residual branch: the gated blocks of a trained plan, the kept ones of a reduced plan."""
         return [b for b in self.blocks if b.residual]
 
     @property
-    def discarded_blocks(self):
+    def block_names_gated(self) -> List[str]:
+        return [b.name for b in self.kept_blocks]
+
+    @property
+    def discarded_blocks(self) -> List[Block]:
         return [b for b in self.blocks if not b.residual]
 
     @property

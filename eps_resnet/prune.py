@@ -15,22 +15,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import UserError
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text, is_write_failure, write_failure_reason
-from .model import EpsResNet, ModelSettings, find_shared_variable
+from .inference import build_inference_graph, check_checkpoint_matches, interleaved_times
 from .plan import Plan
 from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, holds_run, is_export, read_records,
                      read_settings, resolve_checkpoint)
-from .tfcompat import tf, tfv1
-from .training import check_checkpoint_matches
-
-from tensorpack.tfutils.tower import PredictTowerContext
+from .tfcompat import tfv1
 
 SIGNATURE = "serving_default"
 MAX_ABS_DIFF = 1e-3
@@ -62,7 +59,7 @@ class RunInfo:
         return self.recipe.get("epsilon") is not None
 
 
-def load_run(logdir, checkpoint=None) -> RunInfo:
+def load_run(logdir: str, checkpoint: Optional[str] = None) -> RunInfo:
     if not os.path.isdir(logdir):
         raise UserError("log directory %s does not exist; pass the --logdir of a training run" % logdir)
     plan_path = os.path.join(logdir, PLAN_FILE)
@@ -82,7 +79,7 @@ def load_run(logdir, checkpoint=None) -> RunInfo:
     return RunInfo(logdir, plan, recipe, ckpt, read_records(logdir), requested=checkpoint is not None)
 
 
-def snapshot_checkpoint(run, folder):
+def snapshot_checkpoint(run: RunInfo, folder: str) -> RunInfo:
     """Hard-link (or copy) the checkpoint's files into `folder` and point `run` at them, so that a training run
     still writing the log directory may delete old checkpoints while we read this one."""
     os.makedirs(folder)
@@ -108,7 +105,8 @@ def snapshot_checkpoint(run, folder):
             run.checkpoint = resolve_checkpoint(run.logdir)  # the newest one, again
 
 
-def calibration_images(run, data_dir=None, batches=None, batch_size=64):
+def calibration_images(run: RunInfo, data_dir: Optional[str] = None, batches: Optional[int] = None,
+                       batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N,H,W,3], labels [N]) of the dataset's validation split (the first `batches` batches)."""
     dataset = run.recipe["dataset"]
     data_dir = data_dir or run.recipe.get("data_dir")
@@ -128,32 +126,21 @@ def calibration_images(run, data_dir=None, batches=None, batch_size=64):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _restore(sess, ckpt):
-    tfv1.train.Saver(var_list={v.op.name: v for v in tfv1.global_variables()}).restore(sess, ckpt)
-
-
-def calibrate(run, images, batch_size=64):
+def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = 64) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
     """Gated model over `images`: logits [N, C], per-block per-example max|F| {block: [N]}, and ε."""
-    settings = ModelSettings(epsilon=run.recipe.get("epsilon"), side_weight=0.0)
-    model = EpsResNet(run.plan, settings)
-    check_checkpoint_matches(model, run.checkpoint)
-    with tf.Graph().as_default() as g:
-        image = tfv1.placeholder(tf.uint8, [None] + list(images.shape[1:]), name="image")
-        with PredictTowerContext(""):
-            logits, _, _ = model.forward(image)
-        fetch = {"logits": logits}
-        if run.gated:
-            fetch.update({b.name: g.get_tensor_by_name(b.name + "/response_max:0") for b in run.plan.kept_blocks})
-        with tfv1.Session() as sess:
-            _restore(sess, run.checkpoint)
-            epsilon = float(sess.run(find_shared_variable("epsilon", g))) if run.gated else None
-            outs = [sess.run(fetch, {image: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
+    check_checkpoint_matches(run.plan, run.checkpoint)
+    net = build_inference_graph(run.plan, epsilon=run.recipe.get("epsilon"), image_shape=images.shape[1:])
+    fetch = dict(net.response_max, logits=net.logits)
+    with net.session(run.checkpoint) as sess:
+        epsilon = float(sess.run(net.epsilon)) if net.epsilon is not None else None
+        outs = [sess.run(fetch, {net.image: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
     logits = np.concatenate([o["logits"] for o in outs])
-    maxima = {k: np.concatenate([o[k] for o in outs]) for k in fetch if k != "logits"}
+    maxima = {k: np.concatenate([o[k] for o in outs]) for k in net.response_max}
     return logits, maxima, epsilon
 
 
-def decide(run, maxima, epsilon, criterion="calibration"):
+def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float],
+                     criterion: str = "calibration") -> Tuple[List[str], List[dict]]:
     """Names of the blocks to remove, and a per-block evidence table (list of dicts)."""
     last = run.records[-1]["blocks"] if run.records else {}
     rows, discarded = [], []
@@ -176,32 +163,18 @@ def decide(run, maxima, epsilon, criterion="calibration"):
     return discarded, rows
 
 
-def build_export_graph(plan, image_shape):
-    """Graph of the plain network of `plan` with clean serving names; returns (graph, input, outputs)."""
-    g = tf.Graph()
-    with g.as_default():
-        image = tfv1.placeholder(tf.uint8, [None] + list(image_shape), name="image")
-        model = EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0.0))
-        with PredictTowerContext(""):
-            logits, _, _ = model.forward(image)
-        outputs = {"logits": logits, "probabilities": tf.nn.softmax(logits, name="probabilities"),
-                   "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
-    return g, image, outputs
-
-
-def write_saved_model(plan, ckpt, export_dir, image_shape):
-    g, image, outputs = build_export_graph(plan, image_shape)
-    with g.as_default(), tfv1.Session(graph=g) as sess:
-        _restore(sess, ckpt)
+def write_saved_model(plan: Plan, ckpt: Optional[str], export_dir: str, image_shape=None):
+    """The plain network of `plan` (weights from `ckpt`, or initialised when None) as a SavedModel."""
+    net = build_inference_graph(plan, image_shape=image_shape)
+    with net.graph.as_default(), net.session(ckpt) as sess:
         builder = tfv1.saved_model.Builder(export_dir)
-        signature = tfv1.saved_model.predict_signature_def(inputs={"image": image}, outputs=outputs)
+        signature = tfv1.saved_model.predict_signature_def(inputs={"image": net.image}, outputs=net.outputs)
         builder.add_meta_graph_and_variables(sess, [tfv1.saved_model.SERVING], signature_def_map={SIGNATURE: signature},
                                              strip_default_attrs=True)
         builder.save()
-    plan.save(os.path.join(export_dir, PLAN_FILE))
 
 
-def clean_process_logits(export_dir, images, workdir):
+def clean_process_logits(export_dir: str, images: np.ndarray, workdir: str) -> np.ndarray:
     data = os.path.join(workdir, "calibration.npz")
     out = os.path.join(workdir, "logits.npy")
     np.savez(data, images=images)
@@ -214,31 +187,21 @@ def clean_process_logits(export_dir, images, workdir):
     return np.load(out)
 
 
-def dir_size(path):
+def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def latency(plan, ckpt, image_shape, batch, gated_epsilon=None, repeats=20):
+def latency(plan: Plan, ckpt: str, image_shape, batch: int, gated_epsilon: Optional[float] = None,
+            repeats: int = 20) -> float:
     """Median seconds per forward pass at `batch` of the network of `plan` (gated if epsilon given)."""
-    g = tf.Graph()
-    with g.as_default():
-        image = tfv1.placeholder(tf.uint8, [batch] + list(image_shape))
-        with PredictTowerContext(""):
-            logits, _, _ = EpsResNet(plan, ModelSettings(epsilon=gated_epsilon, side_weight=0.0)).forward(image)
-        x = np.random.RandomState(0).randint(0, 256, size=[batch] + list(image_shape)).astype(np.uint8)
-        with tfv1.Session(graph=g) as sess:
-            _restore(sess, ckpt)
-            for _ in range(3):
-                sess.run(logits, {image: x})
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                sess.run(logits, {image: x})
-                times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    net = build_inference_graph(plan, epsilon=gated_epsilon, batch=batch, image_shape=image_shape)
+    x = np.random.RandomState(0).randint(0, 256, size=[batch] + list(image_shape)).astype(np.uint8)
+    with net.session(ckpt) as sess:
+        times = interleaved_times({"forward": lambda: sess.run(net.logits, {net.image: x})}, rounds=repeats)
+    return float(np.median(times["forward"]))
 
 
-def check_output(out, logdir, force):
+def check_output(out: str, logdir: str, force: bool) -> str:
     """The absolute --out, after refusing every place an export must not go: the log directory, anything inside
     it or containing it (through symlinks and '..' too), any other run's directory, and an existing directory
     that is not an earlier export (--force replaces an earlier export, never anything else)."""
@@ -267,7 +230,7 @@ def check_output(out, logdir, force):
     return os.path.abspath(out)
 
 
-def prepare_output(out):
+def prepare_output(out: str) -> str:
     """A staging directory beside `out`; staging left by export processes that were killed is removed first."""
     parent = os.path.dirname(out)
     try:
@@ -279,7 +242,7 @@ def prepare_output(out):
     return staging
 
 
-def remove_stale_staging(parent):
+def remove_stale_staging(parent: str):
     for name in os.listdir(parent):
         parts = name.split("-")
         if not name.startswith(".export-") or len(parts) < 3 or not parts[1].isdigit():
@@ -294,8 +257,9 @@ def remove_stale_staging(parent):
             continue
 
 
-def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, criterion="calibration", verify=True,
-           force=False, measure=True, log=print):
+def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
+           calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
+           measure: bool = True, log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`."""
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
@@ -311,10 +275,11 @@ def export(logdir, out, checkpoint=None, data_dir=None, calib_batches=None, crit
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
         gated_logits, maxima, epsilon = calibrate(run, images)
-        discarded, evidence = decide(run, maxima, epsilon, criterion)
+        discarded, evidence = blocks_to_remove(run, maxima, epsilon, criterion)
         reduced = run.plan.without(discarded)
         export_dir = os.path.join(staging, "saved_model")
         write_saved_model(reduced, run.checkpoint, export_dir, images.shape[1:])
+        reduced.save(os.path.join(export_dir, PLAN_FILE))
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
                                                                                  os.path.basename(run.checkpoint)),
                   "criterion": criterion, "epsilon": epsilon, "gated": run.gated, "discarded": discarded,
@@ -361,14 +326,9 @@ class ExportVerificationFailed(Exception):
     """The export does not compute the trained function (exit code 1, nothing written)."""
 
 
-def size_report(plan, reduced, export_dir, staging):
+def size_report(plan: Plan, reduced: Plan, export_dir: str, staging: str) -> dict:
     full_dir = os.path.join(staging, ".full")
-    g, image, outputs = build_export_graph(plan, (plan.image_size, plan.image_size, 3))
-    with g.as_default(), tfv1.Session(graph=g) as sess:  # same format as the export, for a fair size
-        sess.run(tfv1.global_variables_initializer())
-        builder = tfv1.saved_model.Builder(full_dir)
-        builder.add_meta_graph_and_variables(sess, [tfv1.saved_model.SERVING], strip_default_attrs=True)
-        builder.save()
+    write_saved_model(plan, None, full_dir)  # the full network in the export's format, for a fair size
     before = dir_size(full_dir)
     shutil.rmtree(full_dir)
     return {"layers_before": plan.full_depth, "layers_after": reduced.depth,
@@ -378,7 +338,7 @@ def size_report(plan, reduced, export_dir, staging):
             "bytes_before": before, "bytes_after": dir_size(export_dir)}
 
 
-def speed_report(run, reduced, image_shape, epsilon):
+def speed_report(run: RunInfo, reduced: Plan, image_shape, epsilon: Optional[float]) -> dict:
     result = {}
     for batch in (1, 64):
         full = latency(run.plan, run.checkpoint, image_shape, batch, gated_epsilon=epsilon)

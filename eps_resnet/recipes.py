@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import UserError
+from .distributed import launched_by_horovodrun
 
 Schedule = Tuple[Tuple[int, float], ...]
 TRAINERS = ("auto", "replicated", "horovod")
@@ -61,6 +62,14 @@ class Recipe:
         return self.epsilon is None
 
     @property
+    def engine(self):
+        """How training runs: "horovod" (one process per GPU; chosen when started by horovodrun unless asked
+        otherwise), "replicated" (one process, several --gpu towers) or "single"."""
+        if self.trainer == "horovod" or (self.trainer == "auto" and launched_by_horovodrun()):
+            return "horovod"
+        return "replicated" if len(self.gpus) > 1 else "single"
+
+    @property
     def style(self):
         return "imagenet" if self.dataset == "imagenet" else "cifar"
 
@@ -100,6 +109,9 @@ class Recipe:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
         if self.trainer not in TRAINERS:
             raise UserError("--trainer %r is not one of %s" % (self.trainer, ", ".join(TRAINERS)))
+        if self.trainer == "replicated" and launched_by_horovodrun():
+            raise UserError("--trainer replicated trains in one process, but horovodrun started several; drop "
+                            "--trainer (Horovod is chosen) or start the script without horovodrun")
         if self.trainer == "horovod" and self.gpus:
             raise UserError("under Horovod each process trains on the GPU of its local rank; drop --gpu "
                             "(limit the GPUs with CUDA_VISIBLE_DEVICES and horovodrun -np)")

@@ -39,11 +39,12 @@ def _warn(message):
 
 # ---- what a directory is --------------------------------------------------------------------------------
 def holds_run(path) -> bool:
-    """True if `path` is a training log directory (it has a plan, settings or a checkpoint)."""
-    if not os.path.isdir(path):
+    """True if `path` is a training log directory (it has the run's settings or a checkpoint; an export has a
+    plan.json too, so the plan alone does not count)."""
+    if not os.path.isdir(path) or is_export(path):
         return False
     names = os.listdir(path)
-    return PLAN_FILE in names or RUN_FILE in names or any(_CHECKPOINT_INDEX.match(n) for n in names)
+    return RUN_FILE in names or any(_CHECKPOINT_INDEX.match(n) for n in names)
 
 
 def is_export(path) -> bool:
@@ -214,9 +215,10 @@ def remove_partial_checkpoint(prefix):
 
 
 # ---- per-epoch records ----------------------------------------------------------------------------------------
-def read_records(logdir, warn: Callable[[str], None] = _warn) -> list:
+def read_records(logdir, warn: Callable[[str], None] = _warn, strict: bool = True) -> list:
     """The records of discards.jsonl. A half-written last line (a crash or a full disk while writing) is dropped
-    with a warning; any other line that is not a record means the file is damaged (one clear error)."""
+    with a warning; any other line that is not a record means the file is damaged: one clear error, or with
+    `strict=False` (readers that only draw) a warning and the line skipped."""
     path = os.path.join(logdir, DISCARDS_FILE)
     if not os.path.exists(path):
         return []
@@ -235,6 +237,9 @@ def read_records(logdir, warn: Callable[[str], None] = _warn) -> list:
         except ValueError:
             if n == len(lines) and not complete:
                 warn("dropped the half-written last line of %s (the run stopped while writing it)" % path)
+                continue
+            if not strict:
+                warn("skipped line %d of %s: not an epoch record" % (n, path))
                 continue
             raise UserError("%s line %d is not an epoch record: the file is damaged; restore it, or delete that "
                             "line and the ones after it and resume" % (path, n))

@@ -8,15 +8,18 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from . import UserError
-from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, LearningRatePolicy, LearningRateSetter,
+from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, LearningRateSetter,
                         NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
-from .distributed import Workers, launched_by_horovodrun
+from .distributed import Ranks
 from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
+from .inference import check_checkpoint_matches
 from .model import EpsResNet, ModelSettings
+from .schedule import LearningRatePolicy
 from .plan import Plan, cifar_plan, imagenet_plan
+from .recipes import Recipe
 from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, RunLock, has_content, read_records, read_settings, read_stats,
                      release_locks, resolve_checkpoint, set_aside_unfinished_start, trim_for_resume, write_settings)
 from .tfcompat import tf, tfv1
@@ -31,13 +34,13 @@ from tensorpack.utils.utils import fix_rng_seed
 
 
 # ---- what to build --------------------------------------------------------------------------------
-def num_classes_of(recipe):
+def num_classes_of(recipe: Recipe) -> int:
     if recipe.dataset == "imagenet" and not recipe.fake_data:
         return len(imagenet_synsets(recipe.data_dir)) if recipe.data_dir and os.path.isdir(recipe.data_dir) else 1000
     return dataset_info(recipe.dataset).num_classes
 
 
-def build_plan(recipe, num_classes=None) -> Plan:
+def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
     num_classes = num_classes or num_classes_of(recipe)
     size = recipe.image_size or dataset_info(recipe.dataset).image_size
     if recipe.style == "imagenet":
@@ -45,7 +48,7 @@ def build_plan(recipe, num_classes=None) -> Plan:
     return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size)
 
 
-def model_settings(recipe, on_gpu=None) -> ModelSettings:
+def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettings:
     on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
@@ -53,11 +56,11 @@ def model_settings(recipe, on_gpu=None) -> ModelSettings:
 
 
 # ---- log directory -----------------------------------------------------------------------------------
-def resolve_logdir(recipe):
+def resolve_logdir(recipe: Recipe) -> str:
     return recipe.logdir or os.path.join("train_log", recipe.run_name())
 
 
-def prepare_logdir(recipe, plan):
+def prepare_logdir(recipe: Recipe, plan: Plan) -> Tuple[str, Optional[str], Optional[RunLock]]:
     """Check the log directory; returns (logdir, checkpoint to resume or None, lock or None).
 
     A run to resume is locked at once; a new run's directory is created and locked only after every other
@@ -100,7 +103,7 @@ def prepare_logdir(recipe, plan):
     return logdir, ckpt, lock
 
 
-def create_logdir(logdir, lock=None):
+def create_logdir(logdir: str, lock: Optional[RunLock] = None) -> RunLock:
     """Create and lock a new run's directory (after every other check passed); returns the lock."""
     try:
         os.makedirs(logdir, exist_ok=True)
@@ -121,36 +124,12 @@ def create_logdir(logdir, lock=None):
     return lock
 
 
-def check_checkpoint_matches(model, ckpt):
-    """Raise UserError naming the first network variable that the checkpoint lacks or shapes differently.
-
-    ε and the side head are not required: a plain or --no-side checkpoint may start a gated run."""
-    try:
-        shapes = tf.train.load_checkpoint(ckpt).get_variable_to_shape_map()
-    except Exception as e:
-        raise UserError("cannot read checkpoint %s (%s); pass a model-N prefix or its .index file" % (ckpt, e))
-    with tf.Graph().as_default():
-        spec = model.inputs()
-        with TowerContext("", is_training=False):
-            model.build_graph(*[tfv1.placeholder(s.dtype, s.shape) for s in spec])
-        for v in tfv1.global_variables():
-            name = v.op.name
-            if name == "epsilon" or name.startswith("side/"):
-                continue
-            if name not in shapes:
-                raise UserError("checkpoint %s does not match this network: it has no variable %s (another depth "
-                                "or dataset?); load a checkpoint of the same network" % (ckpt, name))
-            if list(shapes[name]) != v.shape.as_list():
-                raise UserError("checkpoint %s does not match this network: %s has shape %s there, %s here"
-                                % (ckpt, name, shapes[name], v.shape.as_list()))
-
-
-def checkpoint_global_step(ckpt):
+def checkpoint_global_step(ckpt: str) -> int:
     return int(tf.train.load_checkpoint(ckpt).get_tensor("global_step"))
 
 
 # ---- data ------------------------------------------------------------------------------------------
-def build_data(recipe, plan, batch_per_tower, write_cache=True):
+def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bool = True) -> tuple:
     """(train dataflow, validation dataflow or None, mean image or None)."""
     size = plan.image_size
     if recipe.fake_data:
@@ -183,33 +162,34 @@ class RunStart:
     records: list  # discards.jsonl records of the epochs before starting_epoch
 
 
-def start_workers(recipe):
-    """Workers of a Horovod run (one process per GPU), or None for a single-process run."""
-    if recipe.trainer == "horovod" or (recipe.trainer == "auto" and launched_by_horovodrun()):
-        workers = Workers()
-        logger.info("Horovod: rank %d of %d (local rank %d)" % (workers.rank, workers.size, workers.local_rank))
-        return workers
-    return None
+def join_ranks(recipe: Recipe) -> Optional[Ranks]:
+    """The Horovod ranks this process belongs to, or None when it trains alone (one or several towers)."""
+    if recipe.engine != "horovod":
+        return None
+    ranks = Ranks()
+    logger.info("Horovod: rank %d of %d (local rank %d)" % (ranks.rank, ranks.size, ranks.local_rank))
+    return ranks
 
 
-def per_worker_recipe(recipe, workers):
-    """The recipe as one Horovod worker runs it: its share of a total batch, and the scaled LR if asked."""
-    if recipe.batch_is_total and recipe.batch % workers.size:
+def per_rank_recipe(recipe: Recipe, ranks: Ranks) -> Recipe:
+    """The recipe as one Horovod rank runs it: its share of a total batch, and the scaled LR if asked."""
+    if recipe.batch_is_total and recipe.batch % ranks.size:
         raise UserError("--batch %d (total) does not divide over %d Horovod processes; use a multiple of %d"
-                        % (recipe.batch, workers.size, workers.size))
+                        % (recipe.batch, ranks.size, ranks.size))
     changes = {}
     if recipe.batch_is_total:
-        changes["batch"] = recipe.batch // workers.size
+        changes["batch"] = recipe.batch // ranks.size
         changes["batch_is_total"] = False
     if recipe.scale_lr:
-        changes["standard_lr"] = tuple((e, v * workers.size) for e, v in recipe.standard_lr)
-        changes["fast_lr"] = tuple((e, v * workers.size) for e, v in recipe.fast_lr)
+        changes["standard_lr"] = tuple((e, v * ranks.size) for e, v in recipe.standard_lr)
+        changes["fast_lr"] = tuple((e, v * ranks.size) for e, v in recipe.fast_lr)
     return dataclasses.replace(recipe, **changes)
 
 
-def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, resume_ckpt, lock):
+def prepare_run(recipe: Recipe, plan: Plan, train_df, towers: int, batch_per_tower: int, logdir: str,
+                resume_ckpt: Optional[str], lock: Optional[RunLock]) -> "RunStart":
     """Rank 0's part of the start, after prepare_logdir(): check --load, create the log directory, find where
-    to resume. The lock is handed over in RunStart.lock (kept on rank 0 only)."""
+    to resume. The lock stays held (rundir.release_locks() at the end of train())."""
     load_ckpt = None
     if recipe.load:
         load_ckpt = resolve_checkpoint(recipe.load) if os.path.exists(recipe.load) or os.path.exists(
@@ -217,7 +197,7 @@ def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, 
         if load_ckpt is None:
             raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
                             "directory" % recipe.load)
-        check_checkpoint_matches(model, load_ckpt)
+        check_checkpoint_matches(plan, load_ckpt)
     if resume_ckpt:
         steps_per_epoch = read_settings(logdir)["steps_per_epoch"]
         starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1
@@ -238,7 +218,18 @@ def prepare_run(recipe, plan, model, train_df, towers, batch_per_tower, logdir, 
     return RunStart(logdir, resume_ckpt, load_ckpt, steps_per_epoch, starting_epoch, records)
 
 
-def train(recipe, data=None, extra_callbacks=()):
+@dataclasses.dataclass
+class RankSetup:
+    """What this process trains: its recipe (a Horovod rank's share of it), plan, data and model."""
+    recipe: Recipe
+    plan: Plan
+    towers: int
+    train_df: object
+    val_df: object
+    model: EpsResNet
+
+
+def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequence = ()) -> dict:
     """Train as the recipe says; returns a summary dict (logdir, epochs, last validation error, discards).
 
     `data`: (train dataflow, validation dataflow or None, mean image or None) to train on instead of the
@@ -246,58 +237,76 @@ def train(recipe, data=None, extra_callbacks=()):
     Under Horovod every rank calls this; rank 0 alone writes the log directory.
     """
     recipe = recipe.validate()
+    ranks = join_ranks(recipe)
     try:
-        return _train(recipe, data, extra_callbacks)
+        setup, run = set_up(recipe, ranks, data)
+        is_chief = ranks is None or ranks.is_chief
+        if is_chief:
+            logger.set_logger_dir(run.logdir, action="k")
+        logger.info("plan: %d blocks, depth %d, %.2f M parameters; %s x batch %d; %d steps per epoch; epochs %d..%d"
+                    % (len(setup.plan.blocks), setup.plan.full_depth, setup.plan.num_params / 1e6,
+                       "%d Horovod processes" % ranks.size if ranks else "%d tower(s)" % setup.towers,
+                       setup.recipe.batch, run.steps_per_epoch, run.starting_epoch, setup.recipe.max_epoch))
+        callbacks, monitors = build_callbacks(setup, run, ranks, extra_callbacks)
+        config = TrainConfig(model=setup.model, data=QueueInput(setup.train_df), callbacks=callbacks,
+                             monitors=monitors, steps_per_epoch=run.steps_per_epoch, max_epoch=setup.recipe.max_epoch,
+                             starting_epoch=run.starting_epoch, session_init=session_init(run, is_chief))
+        trainer = choose_trainer(setup, ranks)
+        if setup.recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
+            fix_rng_seed(setup.recipe.seed + (ranks.rank if ranks else 0))
+        # tensorpack logs a failed run with a malformed logging call; Python would print a "--- Logging error ---"
+        # block before our one-line message (a UserError raised by a callback, e.g. the NaN guard).
+        logging.raiseExceptions = False
+        launch_train_with_config(config, trainer)
+        return summarize_run(run.logdir) if is_chief else {"logdir": run.logdir, "rank": ranks.rank}
     finally:
         release_locks()  # the log directory's lock (rank 0), however training ended
 
 
-def _train(recipe, data, extra_callbacks):
-    workers = start_workers(recipe)
-    is_chief = workers is None or workers.is_chief
-    towers = 1 if workers else max(1, len(recipe.gpus))
+def set_up(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -> Tuple[RankSetup, "RunStart"]:
+    """(this rank's RankSetup, rank 0's RunStart). Every rank loads its data and builds its model; rank 0 also
+    checks and locks the log directory and decides where training starts. Under Horovod a UserError on any
+    rank stops every rank, and rank 0's RunStart is handed to all of them."""
+    if ranks is None:
+        return set_up_rank(recipe, None, data)
+    return ranks.agree(lambda: set_up_rank(recipe, ranks, data))
+
+
+def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -> Tuple[RankSetup, Optional["RunStart"]]:
+    """This rank's part of set_up(): (RankSetup, RunStart on rank 0 or None)."""
+    is_chief = ranks is None or ranks.is_chief
+    recipe = per_rank_recipe(recipe, ranks) if ranks else recipe
+    towers = 1 if ranks else max(1, len(recipe.gpus))
     # NCHW only where a GPU runs the towers: CPU kernels of some builds support NHWC only (AvgPool on AMD CPUs),
     # and replicated towers asked for GPUs that are not there fall back to the CPU.
-    on_gpu = (bool(recipe.gpus) or workers is not None) and bool(tf.config.list_physical_devices("GPU"))
-    loaded = {}
+    on_gpu = (bool(recipe.gpus) or ranks is not None) and bool(tf.config.list_physical_devices("GPU"))
+    plan = build_plan(recipe)
+    if is_chief:  # a wrong log directory fails before the data is loaded
+        logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)
+    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
+    train_df, val_df, mean = data or build_data(recipe, plan, batch_per_tower, write_cache=is_chief)
+    model = EpsResNet(plan, model_settings(recipe, on_gpu), mean_image=mean)
+    setup = RankSetup(recipe, plan, towers, train_df, val_df, model)
+    if not is_chief:
+        return setup, None
+    return setup, prepare_run(recipe, plan, train_df, towers, batch_per_tower, logdir, resume_ckpt, lock)
 
-    def start():
-        # every rank loads its data (errors count on every rank); rank 0 alone touches the log directory
-        r = per_worker_recipe(recipe, workers) if workers else recipe
-        plan = loaded["plan"] = build_plan(r)
-        if is_chief:  # a wrong log directory fails before the data is loaded
-            logdir, resume_ckpt, lock = prepare_logdir(r, plan)
-        batch_per_tower = r.batch // towers if r.batch_is_total else r.batch  # validate(): divides
-        loaded["data"] = data or build_data(r, plan, batch_per_tower, write_cache=is_chief)
-        loaded["model"] = EpsResNet(plan, model_settings(r, on_gpu), mean_image=loaded["data"][2])
-        loaded["recipe"] = r
-        if not is_chief:
-            return None
-        return prepare_run(r, plan, loaded["model"], loaded["data"][0], towers, batch_per_tower, logdir, resume_ckpt,
-                           lock)
 
-    run = workers.agree(start) if workers else start()
-    recipe, model, plan = loaded["recipe"], loaded["model"], loaded["plan"]
-    train_df, val_df, _ = loaded["data"]
-    logdir = run.logdir
-
-    if is_chief:
-        logger.set_logger_dir(logdir, action="k")
-    logger.info("plan: %d blocks, depth %d, %.2f M parameters; %s x batch %d; %d steps per epoch; epochs %d..%d"
-                % (len(plan.blocks), plan.full_depth, plan.num_params / 1e6,
-                   "%d Horovod processes" % workers.size if workers else "%d tower(s)" % towers, recipe.batch,
-                   run.steps_per_epoch, run.starting_epoch, recipe.max_epoch))
-    # Order matters at each epoch end: validate, agree on the gate statistics, set ε and the LR, record the
-    # epoch (discards.jsonl, then the monitors' stats.json and events), and save the checkpoint last of all.
+def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], extra_callbacks: Sequence = ()) -> tuple:
+    """(callbacks, monitors) in the order they must run at each epoch's end: validate, agree on the gate
+    statistics, set ε and then the learning rate, record the epoch (discards.jsonl, then the monitors'
+    stats.json and events), and save the checkpoint last of all (the epoch's commit, see rundir)."""
+    recipe, plan, model = setup.recipe, setup.plan, setup.model
+    is_chief = ranks is None or ranks.is_chief
     callbacks = []
-    if is_chief and val_df is not None:
+    if is_chief and setup.val_df is not None:
         infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
         if model.side:
             infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
         if recipe.style == "imagenet":
             infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
-        callbacks.append(TolerantInferenceRunner(val_df, infs))
-    gates = None if recipe.plain else GateAgreement(plan, workers)
+        callbacks.append(TolerantInferenceRunner(setup.val_df, infs))
+    gates = None if recipe.plain else GateAgreement(plan, ranks)
     policy = LearningRatePolicy.from_records(
         run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
         k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
@@ -308,45 +317,40 @@ def _train(recipe, data, extra_callbacks):
             callbacks.append(ScheduledHyperParamSetter(
                 "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
     callbacks.append(lr_setter)
-    if workers:
-        callbacks.append(RankEpochLog(workers, gates, lr_setter))
+    if ranks:
+        callbacks.append(RankEpochLog(ranks, gates, lr_setter))
     if gates and is_chief:
-        callbacks.append(DiscardTracker(plan, logdir, gates, lr_setter))
+        callbacks.append(DiscardTracker(plan, run.logdir, gates, lr_setter))
     callbacks += [NaNGuard(), EstimatedTimeLeft()] + list(extra_callbacks)
-    # Monitors run after every callback; the checkpoint, as the last monitor, is the epoch's commit.
-    monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter()]
+    monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter()]  # monitors run after every callback
     if is_chief:
-        monitors.append(EpochCheckpoint(logdir, recipe.max_to_keep))
+        monitors.append(EpochCheckpoint(run.logdir, recipe.max_to_keep))
+    return callbacks, monitors
 
-    # Rank 0 restores the checkpoint; the trainer then broadcasts every variable to the other ranks.
-    # --load takes the weights only: the new run starts at step 0 with its own data set's mean image.
-    session_init = None
+
+def session_init(run: "RunStart", is_chief: bool):
+    """Rank 0 restores the checkpoint (the trainer then broadcasts every variable to the other ranks).
+    --load takes the weights only: the new run starts at step 0 with its own data set's mean image."""
     if is_chief and run.resume_ckpt:
-        session_init = SmartInit(run.resume_ckpt)
-    elif is_chief and run.load_ckpt:
-        session_init = WeightsInit(run.load_ckpt)
-    config = TrainConfig(model=model, data=QueueInput(train_df), callbacks=callbacks, monitors=monitors,
-                         steps_per_epoch=run.steps_per_epoch, max_epoch=recipe.max_epoch,
-                         starting_epoch=run.starting_epoch, session_init=session_init)
-    if workers:
+        return SmartInit(run.resume_ckpt)
+    if is_chief and run.load_ckpt:
+        return WeightsInit(run.load_ckpt)
+    return None
+
+
+def choose_trainer(setup: RankSetup, ranks: Optional[Ranks]):
+    if ranks:
         trainer = HorovodTrainer(average=True)
         # The gradient allreduce keeps the weights equal on every rank; a per-epoch broadcast from rank 0 would
         # also hide any rank whose ε or learning rate went astray, and overwrite each rank's BatchNorm statistics.
         trainer.BROADCAST_EVERY_EPOCH = False
-    elif towers > 1:
-        trainer = SyncMultiGPUTrainerReplicated(towers)
-    else:
-        trainer = SimpleTrainer()
-    if recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
-        fix_rng_seed(recipe.seed + (workers.rank if workers else 0))
-    # tensorpack logs a failed run with a malformed logging call; Python would print a "--- Logging error ---"
-    # block before our one-line message (a UserError raised by a callback, e.g. the NaN guard).
-    logging.raiseExceptions = False
-    launch_train_with_config(config, trainer)
-    return summarize_run(logdir) if is_chief else {"logdir": logdir, "rank": workers.rank}
+        return trainer
+    if setup.towers > 1:
+        return SyncMultiGPUTrainerReplicated(setup.towers)
+    return SimpleTrainer()
 
 
-def summarize_run(logdir):
+def summarize_run(logdir: str) -> dict:
     """Last epoch's validation error and discard record of a run, read from its files."""
     summary = {"logdir": logdir}
     stats = read_stats(logdir)

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The README's demo configuration, trained once through the real command line: (logdir, process)."""
-    from tests.runner import run_script
+    from tests.processes import run_script
     logdir = str(tmp_path_factory.mktemp("demo") / "run")
     proc = run_script("train_cifar.py", "--demo", "--logdir", logdir, check=True, timeout=1200)
     return logdir, proc

@@ -7,29 +7,29 @@ import pytest
 from eps_resnet import UserError
 from eps_resnet.distributed import env_rank, launched_by_horovodrun
 from eps_resnet.recipes import CIFAR10, IMAGENET
-from eps_resnet.training import per_worker_recipe
+from eps_resnet.training import per_rank_recipe
 
 
-def workers(size):
+def ranks(size):
     return types.SimpleNamespace(size=size, rank=0)
 
 
 def test_total_batch_is_split_and_learning_rate_kept_unless_asked():
-    r = per_worker_recipe(IMAGENET, workers(8))
+    r = per_rank_recipe(IMAGENET, ranks(8))
     assert (r.batch, r.batch_is_total) == (32, False)
     assert r.standard_lr == IMAGENET.standard_lr and r.fast_lr == IMAGENET.fast_lr
-    scaled = per_worker_recipe(dataclasses.replace(IMAGENET, scale_lr=True), workers(8))
+    scaled = per_rank_recipe(dataclasses.replace(IMAGENET, scale_lr=True), ranks(8))
     assert scaled.standard_lr[0] == (0, pytest.approx(0.8)) and scaled.standard_lr[-1] == (95, pytest.approx(8e-5))
 
 
 def test_per_gpu_batch_stays_per_process():
-    r = per_worker_recipe(CIFAR10, workers(4))
+    r = per_rank_recipe(CIFAR10, ranks(4))
     assert r.batch == 128 and r.standard_lr == CIFAR10.standard_lr
 
 
 def test_total_batch_that_does_not_divide():
     with pytest.raises(UserError, match="--batch 256 .total. does not divide over 3 Horovod processes"):
-        per_worker_recipe(IMAGENET, workers(3))
+        per_rank_recipe(IMAGENET, ranks(3))
 
 
 def test_launcher_environment(monkeypatch):

@@ -8,24 +8,19 @@ import numpy as np
 import pytest
 
 from eps_resnet.plan import Plan, cifar_plan
+from eps_resnet.rundir import DISCARDED_THRESHOLD
 from tests import datafiles
-from tests.runner import assert_one_line_error, run_script
+from tests.processes import ROOT, assert_one_line_error, run_script
 
-CLEAN_RUN = r"""
-import sys, numpy as np, tensorflow as tf
-fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-out = fn(image=tf.constant(np.load(sys.argv[2])))
-assert set(out) == {"logits", "probabilities", "classes"}, set(out)
-assert "tensorpack" not in sys.modules and "eps_resnet" not in sys.modules
-np.save(sys.argv[3], out["logits"].numpy())
-"""
-
+pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
 def clean_logits(export_dir, images, tmp_path):
+    """Logits of the export in a process that imports plain TensorFlow only."""
     np.save(str(tmp_path / "x.npy"), images)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    proc = subprocess.run([sys.executable, "-c", CLEAN_RUN, export_dir, str(tmp_path / "x.npy"),
-                           str(tmp_path / "y.npy")], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "programs", "load_export.py"), export_dir,
+                           str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True, env=env,
+                          cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(str(tmp_path / "y.npy"))
 
@@ -64,7 +59,7 @@ def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
     last = [json.loads(l) for l in open(os.path.join(logdir, "discards.jsonl"))][-1]
-    closed = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99)
+    closed = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD)
     assert sorted(report["discarded"]) == closed and closed
     reduced = Plan.load(os.path.join(out, "plan.json"))
     assert sorted(b.name for b in reduced.discarded_blocks) == closed

@@ -7,7 +7,7 @@ import pytest
 
 from eps_resnet import UserError
 from eps_resnet.plan import cifar_plan
-from eps_resnet.report import FIGURES, RunRecords, block_map, discard_ratio, group_proportions, weight_collapse, \
+from eps_resnet.figures import FIGURES, RunRecords, block_map, discard_ratio, group_proportions, weight_collapse, \
     write_figures, _plt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

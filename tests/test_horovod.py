@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.runner import ROOT, run_python
+from tests.processes import ROOT, run_script
+
+pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 RANK_LINE = re.compile(r"^\[(\d)\]<stdout>:.*rank (\d) of 2, epoch (\d+): learning_rate (\S+) epsilon (\S+) "
@@ -50,7 +52,7 @@ def files_under(path):
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("horovod"))
-    proc = horovodrun(os.path.join(ROOT, "tests", "horovod_job.py"), "--workdir", workdir, cwd=workdir)
+    proc = horovodrun(os.path.join(ROOT, "tests", "programs", "horovod_job.py"), "--workdir", workdir, cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc
 
@@ -94,7 +96,7 @@ def test_weights_stay_equal_and_only_rank_0_writes(two_rank_run):
 
 def test_resume_under_horovod_continues_the_agreed_schedule(two_rank_run):
     workdir, _ = two_rank_run
-    proc = horovodrun(os.path.join(ROOT, "tests", "horovod_job.py"), "--workdir", workdir, "--resume",
+    proc = horovodrun(os.path.join(ROOT, "tests", "programs", "horovod_job.py"), "--workdir", workdir, "--resume",
                       "--max-epoch", "5", cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = rank_lines(proc)
@@ -146,11 +148,8 @@ def test_batch_that_does_not_divide_over_the_ranks(tmp_path):
 
 
 def test_trainer_horovod_without_horovod_installed(tmp_path):
-    # Python treats a None entry in sys.modules as a module that cannot be imported
-    code = ("import sys; sys.modules['horovod'] = None\n"
-            "sys.argv = ['train_cifar.py', '--demo', '--trainer', 'horovod', '--logdir', %r]\n"
-            "import runpy; runpy.run_path('train_cifar.py', run_name='__main__')\n" % str(tmp_path / "run"))
-    proc = run_python(code)
+    proc = run_script("tests/programs/without_horovod.py", "--demo", "--trainer", "horovod", "--logdir",
+                      str(tmp_path / "run"))
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "needs Horovod" in errors[0] and "make horovod" in errors[0]

@@ -1,5 +1,5 @@
 """The adaptive learning rate of SPEC §6, driven by given discarded_cnt histories."""
-from eps_resnet.callbacks import LearningRatePolicy
+from eps_resnet.schedule import LearningRatePolicy
 from eps_resnet.recipes import CIFAR_FAST_LR, CIFAR_STANDARD_LR, SVHN_FAST_LR, SVHN_STANDARD_LR
 
 

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from eps_resnet.rundir import read_records
 from eps_resnet.plan import Plan, cifar_plan
-from tests.runner import ROOT, assert_one_line_error, run_python, run_script
+from eps_resnet.rundir import DISCARDED_THRESHOLD, read_records
+from tests.processes import ROOT, assert_one_line_error, run_script
+
+pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
 
 def records_by_epoch(logdir):
@@ -25,7 +27,7 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
     assert stats[-1]["val_error"] <= 0.10, stats[-1]          # held-out accuracy >= 90%
     records = records_by_epoch(logdir)
     last = records[max(records)]
-    discarded = [n for n, b in last["blocks"].items() if b["is_discarded"] >= 0.99]
+    discarded = [n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD]
     assert 1 <= len(discarded) < len(last["blocks"]), discarded
     assert "discarded blocks: %d of 6" % len(discarded) in proc.stdout
 
@@ -36,7 +38,7 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
     assert resets and resets[0] == rise, (rise, resets)
     assert records[rise]["learning_rate"] == pytest.approx(0.1)
     assert records[rise - 1]["learning_rate"] == pytest.approx(0.1) or records[rise - 1]["learning_rate"] < 0.1
-    first = min(e for e, r in records.items() if any(b["is_discarded"] >= 0.99 for b in r["blocks"].values()))
+    first = min(e for e, r in records.items() if any(b["is_discarded"] >= DISCARDED_THRESHOLD for b in r["blocks"].values()))
     assert first in (rise, rise + 1), (first, rise)
     with open(os.path.join(logdir, "log.log")) as f:
         log = f.read()
@@ -73,13 +75,7 @@ def test_demo_run_files_are_present_and_consistent(demo_run):
 
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     logdir = str(tmp_path / "nan")
-    code = ("import eps_resnet, dataclasses\n"
-            "from eps_resnet import cli\n"
-            "from eps_resnet.recipes import DIGITS_DEMO\n"
-            "r = dataclasses.replace(DIGITS_DEMO, num_units=1, steps_per_epoch=4, max_epoch=3, logdir=%r,\n"
-            "                        standard_lr=((0, 0.1), (1, 1e30)), adaptive_lr=False)\n"
-            "cli.main_guard(lambda: cli.run_training(r))\n" % logdir)
-    proc = run_python(code)
+    proc = run_script("tests/programs/diverging_run.py", logdir)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert re.search(r"error: training loss became (nan|inf|-inf) at epoch 2", proc.stderr), proc.stderr[-2000:]
     assert os.path.isfile(os.path.join(logdir, "model-4.index"))
@@ -124,27 +120,7 @@ def test_two_towers_share_one_epsilon(tmp_path):
     ε is 0 in epoch 1 and huge from then on: a tower that read its own, never-updated copy of ε would keep
     its gates open in epoch 2. Both towers' gates must close together when the schedule changes."""
     logdir = str(tmp_path / "towers")
-    code = ("import eps_resnet, dataclasses, json\n"
-            "from eps_resnet.recipes import DIGITS_DEMO\n"
-            "from eps_resnet.training import train\n"
-            "from tensorpack.callbacks import Callback\n"
-            "from eps_resnet.tfcompat import tfv1\n"
-            "class TowerGates(Callback):\n"
-            "    seen = []\n"
-            "    def _setup_graph(self):\n"
-            "        self.names = sorted(op.name + ':0' for op in self.graph.get_operations()\n"
-            "                            if op.name.startswith('tower') and op.name.endswith('res1.0/is_discarded'))\n"
-            "    def _before_run(self, _):\n"
-            "        return tfv1.train.SessionRunArgs(fetches=self.names)\n"
-            "    def _after_run(self, _, values):\n"
-            "        self.seen.append([self.epoch_num] + [float(v) for v in values.results])\n"
-            "r = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,\n"
-            "                        epsilon=1e6, epsilon_start_epoch=1, logdir=%r)\n"
-            "cb = TowerGates()\n"
-            "train(r, extra_callbacks=[cb])\n"
-            "print('TOWERS', json.dumps(cb.names))\n"
-            "print('SEEN', json.dumps(cb.seen))\n" % logdir)
-    proc = run_python(code)
+    proc = run_script("tests/programs/two_towers.py", logdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(os.path.join(logdir, "log.log")) as f:
         assert "Training a model of 2 towers" in f.read()

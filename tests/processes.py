@@ -21,12 +21,6 @@ def error_lines(proc):
     return [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith(("WARNING: All log", "I0000", "E0000", "W0000"))]
 
 
-def run_python(code, timeout=600):
-    """Run a snippet of Python in a fresh interpreter with the project importable."""
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
-
-
 def assert_one_line_error(proc, *fragments, code=2):
     """The process failed with `code` and said why in exactly one 'error: ...' line containing `fragments`."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])

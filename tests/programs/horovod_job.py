@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import eps_resnet  # noqa: E402,F401
 from eps_resnet import cli  # noqa: E402
 from eps_resnet.data import build_dataflow  # noqa: E402

@@ -1,0 +1,39 @@
+"""Train on two replicated towers (they fall back to the CPU here) and print, for every step, each tower's
+gate decision of block res1.0: ε is 0 in epoch 1 and 1e6 from then on.
+
+    python tests/programs/two_towers.py LOGDIR     prints TOWERS [names] and SEEN [[epoch, gate0, gate1], ...]
+"""
+import dataclasses
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import eps_resnet  # noqa: E402,F401
+from eps_resnet.recipes import DIGITS_DEMO  # noqa: E402
+from eps_resnet.tfcompat import tfv1  # noqa: E402
+from eps_resnet.training import train  # noqa: E402
+
+from tensorpack.callbacks import Callback  # noqa: E402
+
+
+class TowerGates(Callback):
+    seen = []
+
+    def _setup_graph(self):
+        self.names = sorted(op.name + ":0" for op in self.graph.get_operations()
+                            if op.name.startswith("tower") and op.name.endswith("res1.0/is_discarded"))
+
+    def _before_run(self, _):
+        return tfv1.train.SessionRunArgs(fetches=self.names)
+
+    def _after_run(self, _, values):
+        self.seen.append([self.epoch_num] + [float(v) for v in values.results])
+
+
+recipe = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,
+                             epsilon=1e6, epsilon_start_epoch=1, logdir=sys.argv[1])
+gates = TowerGates()
+train(recipe, extra_callbacks=[gates])
+print("TOWERS", json.dumps(gates.names))
+print("SEEN", json.dumps(gates.seen))
