@@ -2,16 +2,12 @@ import glob
 import re
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from eps_resnet.plan import Plan, cifar_plan
 from eps_resnet.rundir import DISCARDED_THRESHOLD, read_records
-from tests.processes import ROOT, assert_one_line_error, run_script
+from tests.processes import assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
@@ -80,38 +76,6 @@ def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     assert re.search(r"error: training loss became (nan|inf|-inf) at epoch 2", proc.stderr), proc.stderr[-2000:]
     assert os.path.isfile(os.path.join(logdir, "model-4.index"))
     assert not glob.glob(os.path.join(logdir, "model-8.*"))
-
-
-RESUME_ARGS = ["--demo", "--steps-per-epoch", "5", "-e", "1000", "--epsilon-start", "1", "--max-epoch", "4"]
-
-
-def trajectory(logdir):
-    return {e: (r["learning_rate"], r["epsilon"], r["global_step"], round(r["discarded_cnt"], 4))
-            for e, r in records_by_epoch(logdir).items()}
-
-
-def test_resume_after_a_kill_continues_the_same_schedule(tmp_path):
-    straight = str(tmp_path / "straight")
-    run_script("train_cifar.py", *RESUME_ARGS, "--logdir", straight, check=True)
-
-    killed = str(tmp_path / "killed")
-    cmd = [sys.executable, os.path.join(ROOT, "train_cifar.py")] + RESUME_ARGS + ["--logdir", killed]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.time() + 300
-    while time.time() < deadline and 2 not in records_by_epoch(killed):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 4 not in records_by_epoch(killed)
-
-    run_script("train_cifar.py", *RESUME_ARGS, "--logdir", killed, "--resume", check=True)
-    want, got = trajectory(straight), trajectory(killed)
-    assert sorted(got) == [1, 2, 3, 4]
-    assert got == want
-    # the forced discard in epoch 2 reset the learning rate in both
-    assert any(r["lr_reset"] for r in records_by_epoch(killed).values())
 
 
 def test_two_towers_share_one_epsilon(tmp_path):
