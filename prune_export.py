@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Remove the blocks an ε-ResNet discarded and export the reduced network as a verified SavedModel.
+"""Remove the blocks an ε-ResNet discarded and export the reduced network, verified, for serving.
 
-Reads LOGDIR (plan.json, checkpoints, discards.jsonl) and never writes into it. The export takes raw
-uint8 RGB images [batch, H, W, 3] as `image` and returns `logits`, `probabilities` and `classes`
-(signature `serving_default`); the dataset preprocessing is inside the graph.
+Reads LOGDIR (plan.json, checkpoints, discards.jsonl) and never writes into it. EXPORT_DIR gets the
+SavedModel in EXPORT_DIR/1/ (TensorFlow Serving's layout), EXPORT_DIR/model.tflite (float32), and
+plan.json, report.md, report.json beside them. Both take raw uint8 RGB images [batch, H, W, 3] as `image`
+and return `logits`, `probabilities` and `classes` (signature `serving_default`); the dataset
+preprocessing is inside the graph.
 
 Examples:
   python prune_export.py train_log/cifar10-n18-eps2.5 --out export/cifar10-n18
   python prune_export.py LOGDIR --out EXPORT --checkpoint 390000 --calib-batches 20
   python prune_export.py LOGDIR --out EXPORT --criterion ema      # the released code's rule
+  python prune_export.py LOGDIR --out EXPORT --quantize dynamic     # also model_dynamic.tflite (int8 weights)
+  python prune_export.py LOGDIR --out EXPORT --version 2            # add EXPORT/2/ to an earlier export
 """
 import argparse
 import sys
@@ -29,7 +33,12 @@ def main():
                    help="calibration: max|F| < ε on every held-out image; ema: moving average of is_discarded == 1")
     p.add_argument("--no-verify", action="store_true", help="skip comparing the export with the gated model")
     p.add_argument("--no-timing", action="store_true", help="skip the CPU latency measurements")
-    p.add_argument("--force", action="store_true", help="replace an existing EXPORT_DIR (only after verification)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export in EXPORT_DIR (only after the new one verified)")
+    p.add_argument("--version", type=int, default=1, metavar="N",
+                   help="the SavedModel goes to EXPORT_DIR/N/; a new N adds a version to an earlier export")
+    p.add_argument("--quantize", choices=["dynamic"], default=None,
+                   help="also write model_dynamic.tflite with dynamic-range (int8) weights, measured and reported")
     args = p.parse_args()
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
@@ -37,7 +46,7 @@ def main():
     try:
         report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
                         calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
-                        force=args.force, measure=not args.no_timing)
+                        force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
@@ -45,7 +54,8 @@ def main():
     plan = Plan.load(os.path.join(args.logdir, "plan.json"))
     reduced = Plan.load(os.path.join(report["out"], "plan.json"))
     print(export_report_text(report, plan, reduced))
-    print("exported to %s (report.md, report.json, plan.json inside)" % report["out"])
+    print("exported to %s: SavedModel in %d/, model.tflite%s, report.md, report.json, plan.json"
+          % (report["out"], args.version, ", model_dynamic.tflite" if args.quantize else ""))
     return 0
 
 

@@ -32,17 +32,8 @@ from .tfcompat import tfv1
 SIGNATURE = "serving_default"
 MAX_ABS_DIFF = 1e-3
 
-# Runs in a fresh interpreter that imports neither tensorpack nor eps_resnet: proof that the export
-# stands alone. Reads images from an .npz, writes the logits next to it.
-_CLEAN_LOAD = r"""
-import sys, numpy as np, tensorflow as tf
-assert "tensorpack" not in sys.modules and "eps_resnet" not in sys.modules
-export, data, out = sys.argv[1:4]
-fn = tf.saved_model.load(export).signatures["serving_default"]
-images = np.load(data)["images"]
-logits = [fn(image=tf.constant(images[i:i + 64]))["logits"].numpy() for i in range(0, len(images), 64)]
-np.save(out, np.concatenate(logits))
-"""
+STANDALONE_CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standalone_check.py")
+TFLITE_FILES = {None: "model.tflite", "dynamic": "model_dynamic.tflite"}
 
 
 @dataclass
@@ -174,17 +165,32 @@ def write_saved_model(plan: Plan, ckpt: Optional[str], export_dir: str, image_sh
         builder.save()
 
 
-def clean_process_logits(export_dir: str, images: np.ndarray, workdir: str) -> np.ndarray:
+def standalone_results(saved_model: str, tflite_files: List[str], images: np.ndarray, workdir: str) -> dict:
+    """{artefact: (logits on `images`, median seconds at batch 1)} for the SavedModel ("saved_model") and each
+    .tflite file (by file name), measured in a fresh process that imports only TensorFlow."""
     data = os.path.join(workdir, "calibration.npz")
-    out = os.path.join(workdir, "logits.npy")
+    out = os.path.join(workdir, "results.npz")
     np.savez(data, images=images)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run([sys.executable, "-c", _CLEAN_LOAD, export_dir, data, out], capture_output=True, text=True,
-                          env=env, cwd=workdir)
+    program = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", program, STANDALONE_CHECK, saved_model, data, out] + tflite_files,
+                          capture_output=True, text=True, env=env, cwd=workdir)
     if proc.returncode != 0:
-        raise RuntimeError("the SavedModel did not load in a clean process:\n" + proc.stderr[-3000:])
-    return np.load(out)
+        raise RuntimeError("the export did not load in a clean process:\n" + proc.stderr[-3000:])
+    with np.load(out) as results:
+        names = sorted({k.split("/")[0] for k in results.files})
+        return {n: (results[n + "/logits"], float(results[n + "/latency_b1"])) for n in names}
+
+
+def write_tflite(saved_model: str, path: str, quantize: Optional[str] = None):
+    """The SavedModel as a TFLite flat buffer: float32, or with dynamic-range quantised weights."""
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
 
 
 def dir_size(path: str) -> int:
@@ -259,11 +265,24 @@ def remove_stale_staging(parent: str):
 
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
            calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
-           measure: bool = True, log=print) -> dict:
-    """The whole pipeline; returns the report dict. On any failure nothing is left at `out`."""
+           measure: bool = True, version: int = 1, quantize: Optional[str] = None, log=print) -> dict:
+    """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
+
+    `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
+    `model_dynamic.tflite` with quantize="dynamic"), plan.json, report.md and report.json beside it. An existing
+    export is replaced with `force`, or keeps its other versions when `version` is new to it."""
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
-    out = check_output(out, logdir, force)
+    if quantize not in TFLITE_FILES:
+        raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
+    if version < 1:
+        raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
+                        % version)
+    adding = os.path.isdir(out) and is_export(out) and not force and os.path.isdir(os.path.join(out, "1"))
+    if adding and os.path.exists(os.path.join(out, str(version))):
+        raise UserError("%s already holds version %d; pass another --version to add one, or --force to replace the "
+                        "whole export" % (out, version))
+    out = check_output(out, logdir, force or adding)
     run = load_run(logdir, checkpoint)
     if criterion == "ema" and not run.records:
         raise UserError("--criterion ema needs %s in %s; use the default calibration criterion"
@@ -277,34 +296,44 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         gated_logits, maxima, epsilon = calibrate(run, images)
         discarded, evidence = blocks_to_remove(run, maxima, epsilon, criterion)
         reduced = run.plan.without(discarded)
-        export_dir = os.path.join(staging, "saved_model")
-        write_saved_model(reduced, run.checkpoint, export_dir, images.shape[1:])
-        reduced.save(os.path.join(export_dir, PLAN_FILE))
+        saved_model = os.path.join(staging, str(version))
+        write_saved_model(reduced, run.checkpoint, saved_model, images.shape[1:])
+        reduced.save(os.path.join(staging, PLAN_FILE))
+        flavours = [None] + ([quantize] if quantize else [])  # float32 always, the quantised file when asked
+        tflite = [os.path.join(staging, TFLITE_FILES[q]) for q in flavours]
+        for path, q in zip(tflite, flavours):
+            write_tflite(saved_model, path, q)
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
                                                                                  os.path.basename(run.checkpoint)),
                   "criterion": criterion, "epsilon": epsilon, "gated": run.gated, "discarded": discarded,
-                  "evidence": evidence, "calibration_images": int(len(images))}
+                  "evidence": evidence, "calibration_images": int(len(images)), "version": version}
         if verify:
             with tempfile.TemporaryDirectory(dir=staging) as work:
-                export_logits = clean_process_logits(export_dir, images, work)
-            diff = float(np.abs(export_logits - gated_logits).max())
-            agree = float(np.mean(export_logits.argmax(1) == gated_logits.argmax(1)))
-            report["verification"] = {"max_abs_diff": diff, "top1_agreement": agree}
+                results = standalone_results(saved_model, tflite, images, work)
             report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
-            report["val_error_export"] = float(np.mean(export_logits.argmax(1) != labels))
-            if agree < 1.0 or diff > MAX_ABS_DIFF:
-                raise ExportVerificationFailed(
-                    "the reduced network does not reproduce the gated model on the calibration images (top-1 "
-                    "agreement %.4f, max |logit diff| %.3g > %g); a kept block's gate must have closed on some batch "
-                    "or a removed one opened: nothing was exported" % (agree, diff, MAX_ABS_DIFF))
-        report.update(size_report(run.plan, reduced, export_dir, staging))
+            report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version))
+            report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
+            report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
+            for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
+                a = report["artefacts"][name]
+                if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
+                    raise ExportVerificationFailed(
+                        "the reduced network (%s) does not reproduce the gated model on the calibration images (top-1 "
+                        "agreement %.4f, max |logit diff| %.3g > %g); a kept block's gate must have closed on some "
+                        "batch or a removed one opened: nothing was exported"
+                        % (name, a["top1_agreement"], a["max_abs_diff"], MAX_ABS_DIFF))
+        report.update(size_report(run.plan, reduced, saved_model, staging))
         if measure:
             report.update(speed_report(run, reduced, images.shape[1:], epsilon))
         from .report import write_export_report
         write_export_report(report, run.plan, reduced, staging)
         atomic_write_text(os.path.join(staging, EXPORT_MARKER), json.dumps({"exported_from": report["logdir"]}) + "\n")
         shutil.rmtree(os.path.join(staging, ".checkpoint"))
-        _move_into_place(staging, out)
+        make_readable(staging)
+        if adding:
+            _add_version(staging, out, str(version))
+        else:
+            _move_into_place(staging, out)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, Exception) and is_write_failure(e):
@@ -313,6 +342,32 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         raise
     report["out"] = out
     return report
+
+
+def artefact_report(results, gated_logits, labels, folder, version) -> dict:
+    """Per artefact: its agreement with the gated model, validation error, size and latency at batch 1."""
+    report = {}
+    for name, (logits, seconds) in results.items():
+        key = version if name == "saved_model" else name
+        path = os.path.join(folder, key)
+        report[key] = {"max_abs_diff": float(np.abs(logits - gated_logits).max()),
+                       "top1_agreement": float(np.mean(logits.argmax(1) == gated_logits.argmax(1))),
+                       "val_error": float(np.mean(logits.argmax(1) != labels)),
+                       "bytes": dir_size(path) if os.path.isdir(path) else os.path.getsize(path),
+                       "latency_b1_ms": seconds * 1e3}
+    return report
+
+
+def make_readable(folder):
+    """Serving users read what we export: files 0644 and folders 0755 (less what the umask takes away)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o755 & ~mask)
+    for d, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(d, name), 0o755 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(d, name), 0o644 & ~mask)
 
 
 def quiet_layer_logs():
@@ -349,16 +404,19 @@ def speed_report(run: RunInfo, reduced: Plan, image_shape, epsilon: Optional[flo
 
 
 def _move_into_place(staging, out):
-    """staging/saved_model (+ reports) becomes `out`; an existing `out` is replaced only now, after verification."""
-    final = os.path.join(staging, "saved_model")
-    for name in os.listdir(staging):
-        if name != "saved_model":
-            shutil.move(os.path.join(staging, name), os.path.join(final, name))
+    """The staging directory becomes `out`; an existing `out` is replaced only now, after verification."""
     backup = None
     if os.path.exists(out):
         backup = out + ".replaced-%d" % os.getpid()
         os.rename(out, backup)
-    os.rename(final, out)
-    shutil.rmtree(staging, ignore_errors=True)
+    os.rename(staging, out)
     if backup:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _add_version(staging, out, version):
+    """Add staging/<version> to the existing export `out`; the files beside it now describe that version."""
+    os.rename(os.path.join(staging, version), os.path.join(out, version))
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    shutil.rmtree(staging, ignore_errors=True)

@@ -49,6 +49,16 @@ def evidence_table(report: dict) -> str:
                                    "kernel norm", "decision"])
 
 
+def artefact_table(report: dict) -> str:
+    rows = []
+    for name, a in sorted(report.get("artefacts", {}).items(), key=lambda kv: (not kv[0].isdigit(), kv[0])):
+        label = "%s/ (SavedModel)" % name if name.isdigit() else name
+        rows.append([label, _mb(a["bytes"]), "%.2g" % a["max_abs_diff"], "%.2f%%" % (100 * a["top1_agreement"]),
+                     "%.2f%%" % (100 * a["val_error"]), "%.2f ms" % a["latency_b1_ms"]])
+    return tabulate(rows, headers=["artefact", "size", "max |logit diff|", "top-1 agreement", "validation error",
+                                   "latency, batch 1"])
+
+
 def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
     lines = ["# ε-ResNet export", ""]
     if not report["gated"]:
@@ -63,6 +73,9 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
         v = report["verification"]
         lines += ["Verification against the gated checkpoint on the calibration images: max |logit difference| "
                   "%.3g, top-1 agreement %.2f%%." % (v["max_abs_diff"], 100 * v["top1_agreement"]), ""]
+    if report.get("artefacts"):
+        lines += ["Each artefact loaded in a process that imports only TensorFlow, against the gated model on the "
+                  "calibration images (latency on this machine's CPU):", "", "```", artefact_table(report), "```", ""]
     if "latency_b64" in report:
         lines += ["Measured speedup at batch 64: %.2fx (ideal from FLOPs: %.2fx, ratio %.2f)."
                   % (report["latency_b64"]["speedup"], report["ideal_speedup"],

@@ -14,11 +14,11 @@ from tests.processes import ROOT, assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
-def clean_logits(export_dir, images, tmp_path):
-    """Logits of the export in a process that imports plain TensorFlow only."""
+def clean_logits(artefact, images, tmp_path, program="load_export.py"):
+    """Logits of an exported artefact in a process that imports plain TensorFlow only."""
     np.save(str(tmp_path / "x.npy"), images)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "programs", "load_export.py"), export_dir,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "programs", program), artefact,
                            str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True, env=env,
                           cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -40,18 +40,60 @@ def demo_export(demo_run, tmp_path_factory):
     logdir, _ = demo_run
     before = listing(logdir)
     out = str(tmp_path_factory.mktemp("export") / "demo")
-    proc = run_script("prune_export.py", logdir, "--out", out, check=True)
+    proc = run_script("prune_export.py", logdir, "--out", out, "--quantize", "dynamic", check=True)
     assert listing(logdir) == before  # the log directory is never written
     return logdir, out, proc
 
 
 def test_demo_export_matches_the_gated_model_in_a_clean_process(demo_export, tmp_path):
+    """TF Serving's layout (OUT/1/) and the float32 TFLite file, each loaded by plain TensorFlow in a fresh
+    process, against the gated model on real held-out images."""
     logdir, out, proc = demo_export
     from eps_resnet.data import load_arrays
     images, labels = load_arrays("digits", "test")
-    exported = clean_logits(out, images[:100], tmp_path)
-    np.testing.assert_allclose(exported, gated_logits(logdir, images[:100]), atol=1e-4, rtol=0)
+    gated = gated_logits(logdir, images[:100])
+    exported = clean_logits(os.path.join(out, "1"), images[:100], tmp_path)
+    np.testing.assert_allclose(exported, gated, atol=1e-4, rtol=0)
     assert np.mean(exported.argmax(1) == labels[:100]) >= 0.9
+    lite = clean_logits(os.path.join(out, "model.tflite"), images[:100], tmp_path, program="load_tflite.py")
+    np.testing.assert_allclose(lite, gated, atol=1e-4, rtol=0)
+    assert (lite.argmax(1) == gated.argmax(1)).all()
+
+
+def test_demo_export_layout_is_what_serving_stacks_expect(demo_export):
+    _, out, proc = demo_export
+    top = sorted(os.listdir(out))
+    assert top == sorted(["1", ".eps-resnet-export", "model.tflite", "model_dynamic.tflite", "plan.json",
+                          "report.json", "report.md"]), top
+    assert sorted(os.listdir(os.path.join(out, "1"))) == ["saved_model.pb", "variables"]
+    for d, dirs, files in os.walk(out):  # readable by a serving user, not only by the one who exported
+        assert os.stat(d).st_mode & 0o055 == 0o055, d
+        for f in files:
+            assert os.stat(os.path.join(d, f)).st_mode & 0o044 == 0o044, f
+    report = json.load(open(os.path.join(out, "report.json")))
+    artefacts = report["artefacts"]
+    assert sorted(artefacts) == ["1", "model.tflite", "model_dynamic.tflite"]
+    for name in ("1", "model.tflite"):
+        assert artefacts[name]["top1_agreement"] == 1.0 and artefacts[name]["max_abs_diff"] <= 1e-3
+    assert artefacts["model.tflite"]["bytes"] == os.path.getsize(os.path.join(out, "model.tflite"))
+    assert artefacts["model_dynamic.tflite"]["bytes"] < artefacts["model.tflite"]["bytes"] / 2
+    assert all(a["latency_b1_ms"] > 0 for a in artefacts.values())
+    text = open(os.path.join(out, "report.md")).read()
+    assert "model_dynamic.tflite" in text and "latency, batch 1" in text
+    assert "SavedModel in 1/, model.tflite, model_dynamic.tflite" in proc.stdout
+
+
+def test_a_new_version_is_added_beside_the_earlier_one(demo_export, tmp_path):
+    logdir, out, _ = demo_export
+    target = str(tmp_path / "served")
+    shutil.copytree(out, target)
+    run_script("prune_export.py", logdir, "--out", target, "--version", "2", "--no-timing", "--calib-batches", "1",
+               check=True)
+    assert os.path.isfile(os.path.join(target, "1", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(target, "2", "saved_model.pb"))
+    assert json.load(open(os.path.join(target, "report.json")))["version"] == 2
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", target, "--version", "2"),
+                          "already holds version 2")
 
 
 def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
@@ -114,7 +156,7 @@ def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
 def test_bad_export_requests(demo_export, tmp_path):
     logdir, out, _ = demo_export
     export_before = listing(out)
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), "already exists", "--force")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), "already holds version 1", "--force")
     assert listing(out) == export_before
 
     empty = tmp_path / "empty"
@@ -151,7 +193,7 @@ def test_force_replaces_only_an_earlier_export_after_verification(demo_export, t
     shutil.copytree(out, str(target))
     (target / "old.txt").write_text("previous export")
     run_script("prune_export.py", logdir, "--out", str(target), "--force", "--no-timing", check=True)
-    assert not (target / "old.txt").exists() and (target / "saved_model.pb").exists()
+    assert not (target / "old.txt").exists() and (target / "1" / "saved_model.pb").exists()
     assert (target / ".eps-resnet-export").exists()
     # a directory that is not an export is never replaced, --force or not
     mine = tmp_path / "mine"
