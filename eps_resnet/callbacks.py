@@ -7,6 +7,8 @@ import json
 import math
 import os
 
+from typing import Dict, List
+
 import numpy as np
 from tabulate import tabulate
 
@@ -14,6 +16,7 @@ from . import UserError
 from .fileio import append_json_line, disk_error_hint, write_failure_reason
 from .gate import GATE_STATISTICS_TENSOR, unpack_gate_statistics
 
+from .plan import Plan
 from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_partial_checkpoint
 from .tfcompat import tf, tfv1
 from .tfgraph import find_shared_variable
@@ -118,7 +121,7 @@ class RankEpochLog(Callback):
         logger.info(line)
 
 
-def kernel_statistics(values):
+def kernel_statistics(values: List[np.ndarray]) -> dict:
     """Summary of one block's residual-branch kernels: norm, max |w| and percentiles (for paper Fig. 5)."""
     flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(1)
     pct = np.percentile(flat, [0, 10, 25, 50, 75, 90, 100])
@@ -211,7 +214,7 @@ def image_summary(tag, rgb):
     return tfv1.Summary(value=[tfv1.Summary.Value(tag=tag, image=image)])
 
 
-def discard_table(plan, stats, previous=()):
+def discard_table(plan: Plan, stats: Dict[str, tuple], previous=()) -> str:
     """A tabulate table of the discarded blocks (moving average at or above the discard threshold), new ones marked, plus per-group counts."""
     rows = []
     for b in plan.kept_blocks:

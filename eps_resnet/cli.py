@@ -1,5 +1,6 @@
 """Command-line plumbing shared by the entry scripts: common flags, GPU selection, dry run, error handling."""
 import argparse
+from typing import Optional, Tuple
 import dataclasses
 import os
 import signal
@@ -8,14 +9,15 @@ import sys
 from . import UserError
 from .fileio import is_write_failure, write_failure_reason
 from .distributed import launched_by_horovodrun
-from .recipes import TRAINERS
+from .plan import Plan
+from .recipes import TRAINERS, Recipe
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def base_parser(description, recipe, network_flag):
+def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.ArgumentParser:
     """The flags every training script shares; `network_flag` adds -n/--num-units or -d/--depth."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     network_flag(p)
@@ -51,7 +53,7 @@ def base_parser(description, recipe, network_flag):
     return p
 
 
-def parse_gpus(text):
+def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
     """'0,1' -> (0, 1); selects those GPUs for TensorFlow and checks that they exist."""
     if text is None or text.strip() == "":
         return ()
@@ -70,7 +72,7 @@ def parse_gpus(text):
     return tuple(range(len(ids)))  # after CUDA_VISIBLE_DEVICES, TensorFlow numbers them from 0
 
 
-def recipe_from_args(recipe, args, **extra):
+def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recipe:
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
@@ -84,7 +86,7 @@ def recipe_from_args(recipe, args, **extra):
     return dataclasses.replace(recipe, **changes)
 
 
-def plan_table(plan, gated):
+def plan_table(plan: Plan, gated: bool) -> str:
     from tabulate import tabulate
     rows = []
     for g in plan.groups:
@@ -131,7 +133,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
 
-def exit_now(code):
+def exit_now(code: int):
     """Exit with `code`. In a Horovod run, exit at once: horovodrun stops the other ranks when one exits, and a
     rank stopped that way (SIGTERM) must report the same code; atexit handlers would only delay us."""
     sys.stdout.flush()
@@ -141,7 +143,7 @@ def exit_now(code):
     sys.exit(code)
 
 
-def run_training(recipe, dry_run=False):
+def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     """--dry-run: print the plan; otherwise train and print the outcome."""
     from .training import build_plan, train
     recipe = recipe.validate()

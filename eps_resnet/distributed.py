@@ -19,12 +19,12 @@ _RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 _SIZE_VARIABLES = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
-def launched_by_horovodrun():
+def launched_by_horovodrun() -> bool:
     """True inside a process started by horovodrun (or mpirun) with more than one process."""
     return any(int(os.environ.get(k, "1")) > 1 for k in _SIZE_VARIABLES)
 
 
-def env_rank():
+def env_rank() -> int:
     """This process's rank as the launcher announced it (0 when not launched by one); needs no Horovod."""
     for key in _RANK_VARIABLES:
         if key in os.environ:

@@ -15,6 +15,8 @@ The graph version computes the same value with the same gradient almost everywhe
   stop_gradient: that removes a rare gradient spike and no useful signal. The reduction then needs no
   backward pass at all.
 """
+from typing import Dict, List, Sequence, Tuple
+
 import numpy as np
 
 from .tfcompat import tf
@@ -27,7 +29,7 @@ def _relu_np(v):
     return np.maximum(v, 0.0)
 
 
-def strict_identity_numpy(F, epsilon):
+def strict_identity_numpy(F: np.ndarray, epsilon: float) -> np.ndarray:
     """Reference S(F) in NumPy, written with the paper's four ReLUs. F is the whole batch tensor."""
     F = np.asarray(F, dtype=np.float64)
     s = np.max(_relu_np(F - epsilon) + _relu_np(-F - epsilon))
@@ -91,14 +93,14 @@ def StrictIdentityGate(residual, epsilon, shortcut=None):
 GATE_STATISTICS_TENSOR = "gate_statistics_ema:0"
 
 
-def pack_gate_statistics(block_names, gates):
+def pack_gate_statistics(block_names: Sequence[str], gates: Sequence[tuple]) -> List[tuple]:
     """[(summary name, scalar tensor)] in the vector's order, from per-block (is_discarded, batch max|F|)."""
     names = list(block_names)
     return ([(n + "/is_discarded", flag) for n, (flag, _) in zip(names, gates)]
             + [(n + "/batch_response_max", rmax) for n, (_, rmax) in zip(names, gates)])
 
 
-def unpack_gate_statistics(block_names, vector):
+def unpack_gate_statistics(block_names: Sequence[str], vector) -> Dict[str, Tuple[float, float]]:
     """{block: (moving average of is_discarded, moving average of batch max|F|)} from the vector's values."""
     names = list(block_names)
     n = len(names)

@@ -7,6 +7,7 @@ processes; validation flows are deterministic and keep the last partial batch.
 import logging
 import os
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +44,7 @@ DATASETS = {
 }
 
 
-def dataset_info(name) -> DatasetInfo:
+def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise UserError("unknown dataset %r; choose one of %s" % (name, ", ".join(DATASETS)))
     return DATASETS[name]
@@ -55,7 +56,7 @@ def _require_dir(data_dir, dataset):
                         % (data_dir, dataset))
 
 
-def load_arrays(dataset, split, data_dir=None):
+def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N,32,32,3], labels int32 [N]) of an in-memory dataset; split 'train' or 'test'."""
     if split not in ("train", "test"):
         raise UserError("split must be 'train' or 'test' for %s, got %r" % (dataset, split))
@@ -69,7 +70,8 @@ def load_arrays(dataset, split, data_dir=None):
     raise UserError("%s is not an in-memory dataset" % dataset)
 
 
-def per_pixel_mean(dataset, data_dir=None, images=None, write_cache=True):
+def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optional[np.ndarray] = None,
+                   write_cache: bool = True) -> np.ndarray:
     """Mean training image (float32 [32,32,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
 
     CIFAR/SVHN: the per-pixel mean, as the released code. Digits demo: the per-channel mean (see below).
@@ -106,7 +108,7 @@ def per_pixel_mean(dataset, data_dir=None, images=None, write_cache=True):
     return mean
 
 
-def train_augmentors(dataset, image_size=None, svhn_jitter="paper"):
+def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter: str = "paper") -> list:
     if dataset in ("cifar10", "cifar100"):
         return augment.cifar_train_augmentors(flip=True)
     if dataset == "digits":
@@ -116,7 +118,7 @@ def train_augmentors(dataset, image_size=None, svhn_jitter="paper"):
     return augment.imagenet_train_augmentors(image_size or 224)
 
 
-def val_augmentors(dataset, image_size=None):
+def val_augmentors(dataset: str, image_size: Optional[int] = None) -> list:
     if dataset == "imagenet":
         return augment.imagenet_val_augmentors(image_size or 224)
     return []
@@ -165,7 +167,7 @@ class SkipUnreadable(ProxyDataFlow):
             yield dp
 
 
-def check_some_images_decode(items, folder, samples=16):
+def check_some_images_decode(items: List[Tuple[str, int]], folder: str, samples: int = 16):
     """Decode a few images spread over the list: a folder of files that are all unreadable would otherwise make
     the training dataflow wait for an image forever."""
     picks = [items[i * len(items) // min(samples, len(items))] for i in range(min(samples, len(items)))]
@@ -174,7 +176,8 @@ def check_some_images_decode(items, folder, samples=16):
                         "intact JPEG images" % (len(picks), folder, picks[0][0]))
 
 
-def build_dataflow(dataset, split, batch_size, data_dir=None, workers=0, image_size=None, svhn_jitter="paper",
+def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional[str] = None, workers: int = 0,
+                   image_size: Optional[int] = None, svhn_jitter: str = "paper",
                    shuffle=None, arrays=None):
     """A DataFlow of [images uint8 [B,H,W,3], labels int32 [B]] batches.
 
