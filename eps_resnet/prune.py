@@ -26,7 +26,7 @@ from .fileio import atomic_write_text, is_write_failure, write_failure_reason
 from .inference import build_inference_graph, check_checkpoint_matches, interleaved_times
 from .plan import Plan
 from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, holds_run, is_export, read_records,
-                     read_settings, resolve_checkpoint)
+                     read_settings, record_of_epoch, resolve_checkpoint)
 from .tfcompat import tfv1
 
 SIGNATURE = "serving_default"
@@ -44,6 +44,18 @@ class RunInfo:
     checkpoint: str
     records: list = field(default_factory=list)
     requested: bool = False  # the user named the checkpoint (else: the newest intact one)
+    steps_per_epoch: int = 1
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the checkpoint ends."""
+        import tensorflow as tf
+        return int(tf.train.load_checkpoint(self.checkpoint).get_tensor("global_step")) // self.steps_per_epoch
+
+    @property
+    def record(self) -> Optional[dict]:
+        """The discards.jsonl record of the checkpoint's epoch (not simply the last one written)."""
+        return record_of_epoch(self.records, self.epoch)
 
     @property
     def gated(self):
@@ -57,7 +69,7 @@ def load_run(logdir: str, checkpoint: Optional[str] = None) -> RunInfo:
     if not os.path.isfile(plan_path):
         raise UserError("%s has no plan.json; is it the log directory of a training run?" % logdir)
     plan = Plan.load(plan_path)
-    recipe = read_settings(logdir)["recipe"]
+    settings = read_settings(logdir)
     if checkpoint is None:
         ckpt = resolve_checkpoint(logdir)
     elif str(checkpoint).isdigit():
@@ -67,7 +79,8 @@ def load_run(logdir: str, checkpoint: Optional[str] = None) -> RunInfo:
     if ckpt is None:
         raise UserError("no checkpoint %sin %s; train first, or pass --checkpoint STEP|PATH"
                         % ("model-%s " % checkpoint if checkpoint else "", logdir))
-    return RunInfo(logdir, plan, recipe, ckpt, read_records(logdir), requested=checkpoint is not None)
+    return RunInfo(logdir, plan, settings["recipe"], ckpt, read_records(logdir), requested=checkpoint is not None,
+                   steps_per_epoch=int(settings["steps_per_epoch"]))
 
 
 def snapshot_checkpoint(run: RunInfo, folder: str) -> RunInfo:
@@ -133,7 +146,7 @@ def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = 64) -> Tuple[n
 def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float],
                      criterion: str = "calibration") -> Tuple[List[str], List[dict]]:
     """Names of the blocks to remove, and a per-block evidence table (list of dicts)."""
-    last = run.records[-1]["blocks"] if run.records else {}
+    last = run.record["blocks"] if run.record else {}
     rows, discarded = [], []
     for b in run.plan.blocks:
         if not b.residual:
@@ -284,9 +297,9 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
                         "whole export" % (out, version))
     out = check_output(out, logdir, force or adding)
     run = load_run(logdir, checkpoint)
-    if criterion == "ema" and not run.records:
-        raise UserError("--criterion ema needs %s in %s; use the default calibration criterion"
-                        % (DISCARDS_FILE, logdir))
+    if criterion == "ema" and run.record is None:
+        raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
+                        "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
     staging = prepare_output(out)
     quiet_layer_logs()
     try:

@@ -45,7 +45,7 @@ def evidence_table(report: dict) -> str:
                      "-" if e["ema_is_discarded"] is None else "%.3f" % e["ema_is_discarded"],
                      "-" if e["kernel_norm"] is None else "%.3g" % e["kernel_norm"],
                      "discarded" if e["discarded"] else "kept"])
-    return tabulate(rows, headers=["block", "max|F| on calibration", "is_discarded (avg, last epoch)",
+    return tabulate(rows, headers=["block", "max|F| on calibration", "is_discarded (avg, checkpoint's epoch)",
                                    "kernel norm", "decision"])
 
 

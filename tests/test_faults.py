@@ -418,3 +418,20 @@ def test_unreadable_imagenet_images_are_skipped_in_training_and_validation(tmp_p
     assert_one_line_error(run_script("train_imagenet.py", *args, "--logdir", str(tmp_path / "never")),
                           "could be decoded")
     assert not (tmp_path / "never").exists()
+
+
+def test_criterion_ema_reads_the_record_of_the_exported_checkpoints_epoch(tiny_run, tmp_path):
+    """The released rule (moving average of is_discarded == 1) must read the epoch of the checkpoint being exported,
+    not the last record: here epoch 1's record says res1.0 was closed and epoch 2's says it was open."""
+    from eps_resnet.prune import export
+    logdir = copy_run(tiny_run, tmp_path)
+    path = os.path.join(logdir, "discards.jsonl")
+    records = [json.loads(line) for line in open(path)]
+    records[0]["blocks"]["res1.0"]["is_discarded"] = 1.0
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    first = export(logdir, str(tmp_path / "e1"), checkpoint="3", criterion="ema", verify=False, measure=False,
+                   log=lambda *a: None)
+    last = export(logdir, str(tmp_path / "e2"), checkpoint="6", criterion="ema", verify=False, measure=False,
+                  log=lambda *a: None)
+    assert first["discarded"] == ["res1.0"] and last["discarded"] == []
