@@ -17,14 +17,3 @@ def demo_run(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("demo") / "run")
     proc = run_script("train_cifar.py", "--demo", "--logdir", logdir, check=True, timeout=1200)
     return logdir, proc
-
-
-# Tests on one expensive fixture share a worker (pytest-xdist --dist loadgroup), so it is built once.
-SHARED_FIXTURES = {"demo_run": "demo", "demo_export": "demo", "tiny_run": "tiny"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        groups = {SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES}
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(sorted(groups)[0]))
