@@ -2,7 +2,7 @@
 """Train an ε-ResNet (or the plain pre-activation ResNet) on CIFAR-10/100, or on the bundled digits with --demo.
 
 Examples:
-  python train_cifar.py --data ~/data/cifar -n 18 -e 2.5 --gpu 0      # ResNet-110, ε 2.5 (SPEC §5)
+  python train_cifar.py --data ~/data/cifar -n 18 -e 2.5 --gpu 0      # ResNet-110, ε 2.5 (paper Sec. 4)
   python train_cifar.py --data ~/data/cifar --cifar100 -n 125 --gpu 0,1
   python train_cifar.py --data ~/data/cifar --plain -n 18             # baseline, 200 epochs
   python train_cifar.py --demo                                         # bundled digits, a few minutes on CPU

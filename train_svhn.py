@@ -2,7 +2,7 @@
 """Train an ε-ResNet (or the plain pre-activation ResNet) on SVHN (train + extra; evaluated on test).
 
 Examples:
-  python train_svhn.py --data ~/data/svhn -n 18 -e 1.5 --gpu 0        # ResNet-110, ε 1.5 (SPEC §5)
+  python train_svhn.py --data ~/data/svhn -n 18 -e 1.5 --gpu 0        # ResNet-110, ε 1.5 (paper Sec. 4)
   python train_svhn.py --data ~/data/svhn --plain -n 18               # baseline, 80 epochs
   python train_svhn.py --data ~/data/svhn --jitter released           # the released code's colour jitter
 """

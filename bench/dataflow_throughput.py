@@ -40,7 +40,7 @@ def images_per_second(ds, seconds):
 
 
 def stock_chain(size):
-    """tensorpack's ResNet-example (fb.resnet.torch) chain with SPEC §7's settings; works on BGR."""
+    """tensorpack's ResNet-example (fb.resnet.torch) chain with the paper's Sec. 4 settings; works on BGR."""
     eigval = augment.PCA_EIGVAL[::-1]
     eigvec = augment.PCA_EIGVEC[::-1, ::-1]
     return imgaug.AugmentorList([

@@ -23,7 +23,7 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     network_flag(p)
     p.add_argument("--data", metavar="DIR", default=recipe.data_dir, help="dataset directory")
     p.add_argument("-e", "--epsilon", type=float, default=recipe.epsilon,
-                   help="ε of the strict-identity gate (SPEC: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1)")
+                   help="ε of the strict-identity gate (paper Sec. 4: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1)")
     p.add_argument("--epsilon-start", type=int, default=recipe.epsilon_start_epoch, metavar="EPOCH",
                    help="keep ε at 0 (a plain ResNet) until this epoch ends")
     p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "

@@ -1,4 +1,4 @@
-"""The sparsity-promoting gate S of ε-ResNet (SPEC §1).
+"""The sparsity-promoting gate S of ε-ResNet (paper Sec. 3, Fig. 4(c)).
 
     S(F) = 0  if |F_i| < ε for every element i of the whole batch tensor F,   S(F) = F  otherwise.
 

@@ -1,4 +1,4 @@
-"""ε-ResNet and plain pre-activation ResNet graphs, built from a block plan (SPEC §3–§5).
+"""ε-ResNet and plain pre-activation ResNet graphs, built from a block plan (paper Sec. 3, Fig. 4).
 
 One ModelDesc serves both network styles and both variants:
 - `epsilon` a float: every block with a residual branch is gated (ε-ResNet);
@@ -36,7 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Everything besides the plan that shapes the graph and the optimiser (SPEC §4–§5)."""
+    """Everything besides the plan that shapes the graph and the optimiser (paper Sec. 3, side supervision; Sec. 4, training)."""
     epsilon: Optional[float] = 2.5          # None: plain ResNet, no gates
     side_weight: float = 0.1                # 0: no side supervision
     weight_decay: float = 2e-4
@@ -149,7 +149,7 @@ class EpsResNet(ModelDesc):
     def _block(self, x, block, epsilon, gates):
         channel_axis = 1 if self.data_format == "channels_first" else 3
         with tfv1.variable_scope(block.name):
-            # What feeds the shortcut and the residual branch (SPEC §3, pre-activation handling).
+            # What feeds the shortcut and the residual branch (paper Fig. 4(a), pre-activation handling).
             if block.preact == PREACT_NONE:
                 shortcut_in = residual_in = x
             elif block.preact == PREACT_BOTH:

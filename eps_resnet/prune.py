@@ -1,4 +1,4 @@
-"""From a training log directory to a verified SavedModel of the reduced network (SPEC §8).
+"""From a training log directory to a verified SavedModel of the reduced network (paper Sec. 3, weight collapse and removal).
 
 1. Calibration: the gated model runs over held-out images; each block's per-example max|F| is read.
    A block is discarded when max|F| < ε on every example (`criterion="calibration"`), or, as the

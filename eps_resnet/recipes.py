@@ -1,4 +1,4 @@
-"""SPEC §5 as data: one frozen training recipe per dataset, every field overridable from the command line.
+"""The paper's training settings (Sec. 4) as data: one frozen training recipe per dataset, every field overridable from the command line.
 
 A recipe says what to train (network, ε, schedules, regularisation) and how to run it (data, devices, log
 directory). `dataclasses.replace(recipe, field=value)` gives a variant; `validate()` checks it.

@@ -3,7 +3,7 @@ TensorFlow, so it can be tested directly and rebuilt on resume from the per-epoc
 
 
 class LearningRatePolicy:
-    """The learning-rate decision of SPEC §6, free of TensorFlow so it can be tested directly.
+    """The learning-rate decision of the paper (Sec. 4, adaptive learning rate), free of TensorFlow so it can be tested directly.
 
     Schedules are lists of (epoch, value): the value is set when that epoch ends (epoch 0: at the start).
     `end_of_epoch(epoch, discarded_cnt)` returns (value to set or None, whether the LR was reset).

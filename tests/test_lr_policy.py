@@ -1,4 +1,4 @@
-"""The adaptive learning rate of SPEC §6, driven by given discarded_cnt histories."""
+"""The adaptive learning rate of the paper (Sec. 4), driven by given discarded_cnt histories."""
 from eps_resnet.schedule import LearningRatePolicy
 from eps_resnet.recipes import CIFAR_FAST_LR, CIFAR_STANDARD_LR, SVHN_FAST_LR, SVHN_STANDARD_LR
 

@@ -1,4 +1,4 @@
-"""Augmentation of SPEC §7, as tensorpack ImageAugmentors (each usable on its own).
+"""Augmentation of the paper (Sec. 4, each data set), as tensorpack ImageAugmentors (each usable on its own).
 
 All augmentors take and return RGB uint8 images of shape [H, W, 3]; the per-pixel mean (CIFAR, SVHN)
 and the ImageNet normalisation happen inside the graph.
@@ -74,7 +74,7 @@ def svhn_train_augmentors(jitter="paper"):
 class RandomAreaCrop(ImageAugmentor):
     """Random crop of `area` (fraction of the image) with aspect ratio in `aspect`, resized to size x size.
 
-    Ten tries to find a crop that fits; otherwise the whole image is resized (SPEC §7).
+    Ten tries to find a crop that fits; otherwise the whole image is resized (paper Sec. 4, following its ref. [43]).
     """
 
     def __init__(self, size=224, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), interp=cv2.INTER_CUBIC):
