@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
-HOROVOD_STAMP := $(VENV)/.horovod-installed
+# one stamp per requested GPU flavour: asking for NCCL after a CPU build runs the installer again
+HOROVOD_GPU := $(HOROVOD_GPU_OPERATIONS)$(HOROVOD_GPU_ALLREDUCE)
+HOROVOD_STAMP := $(VENV)/.horovod-installed$(if $(HOROVOD_GPU),-gpu-$(HOROVOD_GPU))
 
 .PHONY: test test-fast demo bench horovod clean-venv
 

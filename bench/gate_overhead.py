@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eps_resnet  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
+from eps_resnet.gate import average_gate_statistics  # noqa: E402
 from eps_resnet.inference import interleaved_times  # noqa: E402
 from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
 from eps_resnet.plan import cifar_plan  # noqa: E402
@@ -32,6 +33,8 @@ def make_trainer(plan, epsilon, batch, data_format):
         model = EpsResNet(plan, ModelSettings(epsilon=epsilon, data_format=data_format))
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
+        if epsilon is not None:
+            average_gate_statistics(plan.block_names_gated)  # as the GateAgreement callback adds in training
         step = tfv1.train.get_or_create_global_step()
         train_op = model.optimizer().minimize(cost, global_step=step)
         # the moving-summary updates are part of every training step in tensorpack

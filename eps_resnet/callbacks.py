@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from . import UserError
 from .fileio import append_json_line, disk_error_hint, write_failure_reason
-from .gate import GATE_STATISTICS_TENSOR, unpack_gate_statistics
+from .gate import average_gate_statistics, unpack_gate_statistics
 
 from .plan import Plan
 from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_partial_checkpoint
@@ -31,9 +31,11 @@ from tensorpack.utils import logger
 class GateAgreement(Callback):
     """At each epoch end, the moving averages of the gate statistics that every later decision reads.
 
-    In a Horovod run each rank trains on other batches, so its gates and its discarded_cnt differ. The
-    averages are allreduced (mean over ranks) here, once, so that the adaptive learning rate and the discard
-    tracker decide the same on every rank. Place it before the learning-rate setter and the tracker.
+    It builds the statistics' moving average over this process's towers (gate.average_gate_statistics): with
+    several GPUs each tower sees another part of the batch, and a decision taken on tower 0 alone would see 1/8
+    of it on 8 GPUs. In a Horovod run each rank trains on other batches, so its gates and its discarded_cnt
+    differ: the averages are allreduced (mean over ranks) here, once, so that the adaptive learning rate and the
+    discard tracker decide the same on every rank. Place it before the learning-rate setter and the tracker.
     Attributes after each epoch: `stats` {block: (is_discarded, batch max |F|)}, `discarded_cnt`, and
     `local_discarded_cnt` (this rank's own, for the log).
     """
@@ -45,7 +47,7 @@ class GateAgreement(Callback):
         self.stats, self.discarded_cnt, self.local_discarded_cnt = {}, None, None
 
     def _setup_graph(self):
-        local = self.graph.get_tensor_by_name(GATE_STATISTICS_TENSOR)
+        local = average_gate_statistics(self.names)  # over this process's towers (one per GPU)
         agreed = local
         if self.ranks is not None and self.ranks.size > 1:
             hvd = self.ranks.hvd

@@ -47,7 +47,11 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     p.add_argument("--batch", type=int, default=recipe.batch,
                    help="batch size in total" if recipe.batch_is_total else "batch size per GPU")
     p.add_argument("--no-side", action="store_true", help="switch off the side supervision (weight 0.1) mid-network")
-    p.add_argument("--workers", type=int, default=recipe.workers, help="dataflow worker processes")
+    p.add_argument("--workers", type=int, default=recipe.workers,
+                   help="dataflow worker processes; none: from the cores, min(40, cores/2) for ImageNet, "
+                        "min(4, cores/2) for CIFAR/SVHN; 0: load in the training process")
+    p.add_argument("--xla", action="store_true",
+                   help="compile the training graph with XLA auto-clustering (fuses each gate on GPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
@@ -76,12 +80,17 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
-    changes.update(trainer=args.trainer, scale_lr=args.scale_lr)
+    changes.update(trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
                    max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
     if args.no_side:
         changes["side_weight"] = 0.0
+    if args.xla and "tensorflow" not in sys.modules:
+        # auto-clustering of CPU ops (GPU ops need nothing more); TensorFlow reads the flag when it loads
+        flags = os.environ.get("TF_XLA_FLAGS", "")
+        if "--tf_xla_cpu_global_jit" not in flags:
+            os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
     changes.update(extra)
     return dataclasses.replace(recipe, **changes)
 

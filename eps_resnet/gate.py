@@ -19,7 +19,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .tfcompat import tf
+from .tfcompat import tf, tfv1
+from .tfgraph import add_vector_moving_summary
 from tensorpack.models import layer_register
 
 L_CONSTANT = 1e6
@@ -56,17 +57,16 @@ def strict_identity(F, epsilon):
 
 
 def gated_sum(shortcut, residual, keep):
-    """shortcut + keep · residual, without touching the residual when keep is exactly 0 or 1.
+    """shortcut + keep · residual, exactly `shortcut` when keep is 0, without control flow.
 
-    T is 0 or 1 except in a band of width 1/L² (reachable in float32 only for ε near 0). Taking the
-    exact branch for 0 and 1 gives bit-identical values to `shortcut + keep * residual` and skips two
-    full-tensor multiplies per block and step (forward, and the gradient of the residual).
+    Released code: shortcut + T·F, a multiply. When T is exactly 0 that sum can differ from the shortcut in
+    bits (-0 + 0 is +0; 0 · inf is NaN), so the closed gate selects the shortcut itself. The select on a
+    scalar predicate stays on the device and fuses under XLA, where a tf.cond would lower to Switch/Merge ops
+    whose predicate is copied to the host once per block and step. T is 0 or 1 except in a band of width
+    1/L² (reachable in float32 only for ε near 0); when it is 1, 1 · F is F, bit for bit.
     """
-    return tf.cond(tf.equal(keep, 1.0),
-                   lambda: shortcut + residual,
-                   lambda: tf.cond(tf.equal(keep, 0.0),
-                                   lambda: tf.identity(shortcut),
-                                   lambda: shortcut + keep * residual))
+    closed = tf.equal(keep, 0.0)
+    return tf.where(closed, shortcut, shortcut + keep * residual)
 
 
 @layer_register(log_shape=False, use_scope=None)
@@ -88,16 +88,40 @@ def StrictIdentityGate(residual, epsilon, shortcut=None):
 
 
 # ---- the gate statistics vector --------------------------------------------------------------------------------
-# The model keeps one moving-average vector for all gates; callbacks read it back. Its layout lives here only:
-# the is_discarded flags of the gated blocks in plan order, then their batch max|F|.
-GATE_STATISTICS_TENSOR = "gate_statistics_ema:0"
+# Each training tower stacks its gates' statistics into one vector; the mean over towers feeds one moving average
+# that the callbacks read back. Its layout lives here only: the is_discarded flags of the gated blocks in plan
+# order, then their batch max|F|.
+_PER_TOWER = "eps_resnet/gate_statistics_per_tower"
 
 
-def pack_gate_statistics(block_names: Sequence[str], gates: Sequence[tuple]) -> List[tuple]:
-    """[(summary name, scalar tensor)] in the vector's order, from per-block (is_discarded, batch max|F|)."""
-    names = list(block_names)
-    return ([(n + "/is_discarded", flag) for n, (flag, _) in zip(names, gates)]
-            + [(n + "/batch_response_max", rmax) for n, (_, rmax) in zip(names, gates)])
+def add_tower_gate_statistics(gates: Sequence[tuple]):
+    """Record this training tower's per-block (is_discarded, batch max|F|) tensors, in plan order."""
+    vector = tf.stack([tf.cast(flag, tf.float32) for flag, _ in gates]
+                      + [tf.cast(rmax, tf.float32) for _, rmax in gates])
+    tfv1.add_to_collection(_PER_TOWER, tf.stop_gradient(vector))
+
+
+def average_gate_statistics(block_names: Sequence[str]):
+    """The moving average of the gate statistics, averaged over the graph's training towers (one per GPU).
+
+    Call it once, after every tower is built: tensorpack's trainers build the towers before the callbacks'
+    graphs, so the GateAgreement callback calls it. Each block's averages and `discarded_cnt` /
+    `discarded_ratio` also go to the monitors (stats.json, TensorBoard). Returns the averaged vector.
+    """
+    graph = tfv1.get_default_graph()
+    towers = graph.get_collection(_PER_TOWER)
+    if not towers:
+        raise ValueError("no gate statistics in this graph: build a gated model's training tower first")
+    with graph.name_scope(None):
+        per_step = towers[0] if len(towers) == 1 else tf.add_n(towers) / float(len(towers))
+        names = list(block_names)
+        tags = [n + "/is_discarded" for n in names] + [n + "/batch_response_max" for n in names]
+        average = add_vector_moving_summary(tags, per_step)
+        flags = average[:len(names)]
+        discarded_cnt = tf.reduce_sum(flags)
+        tfv1.summary.scalar("discarded_cnt-summary", discarded_cnt)
+        tfv1.summary.scalar("discarded_ratio-summary", discarded_cnt / float(len(names)))
+        return tf.identity(average, name="gate_statistics_ema")
 
 
 def unpack_gate_statistics(block_names: Sequence[str], vector) -> Dict[str, Tuple[float, float]]:

@@ -17,10 +17,10 @@ from typing import Optional
 import numpy as np
 
 from . import UserError
-from .gate import GATE_STATISTICS_TENSOR, StrictIdentityGate, pack_gate_statistics
+from .gate import StrictIdentityGate, add_tower_gate_statistics
 from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
 from .tfcompat import tf, tfv1
-from .tfgraph import add_vector_moving_summary, shared_scalar_variable, shared_variable
+from .tfgraph import shared_scalar_variable, shared_variable
 
 from tensorpack import ModelDesc
 from tensorpack.models import (AvgPooling, BatchNorm, BNReLU, Conv2D, FullyConnected, GlobalAvgPooling,
@@ -115,7 +115,9 @@ class EpsResNet(ModelDesc):
         """Main logits, side-head logits (None without side supervision), and per gated block its
         (is_discarded, batch_response_max) tensors."""
         plan = self.plan
-        epsilon = shared_scalar_variable("epsilon", self.settings.epsilon) if self.gated else None
+        epsilon = None
+        if self.gated:  # read once per tower: every gate uses this value (one copy to the tower's device)
+            epsilon = tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value")
         x = self._preprocess(image)
         side_logits = None
         gates = []
@@ -209,15 +211,9 @@ class EpsResNet(ModelDesc):
         return cost
 
     def _gate_statistics(self, gates):
-        """discarded_cnt / discarded_ratio over gated blocks, and moving summaries per block."""
-        flags = [flag for flag, _ in gates]
-        cnt = tf.add_n(flags, name="discarded_cnt")
-        ratio = tf.divide(cnt, float(len(flags)), name="discarded_ratio")
-        add_moving_summary(cnt, ratio)
-        current = add_vector_moving_summary(pack_gate_statistics(self.plan.block_names_gated, gates))
-        if current is not None:  # main training tower: callbacks read the averages from this tensor
-            with tfv1.get_default_graph().name_scope(None):
-                tf.identity(current, name=GATE_STATISTICS_TENSOR.split(":")[0])
+        """Per training tower, the gates' statistics (averaged over towers by gate.average_gate_statistics)."""
+        if get_current_tower_context().is_training:
+            add_tower_gate_statistics(gates)
         eps = shared_scalar_variable("epsilon", self.settings.epsilon)
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)

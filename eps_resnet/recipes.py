@@ -5,6 +5,7 @@ directory). `dataclasses.replace(recipe, field=value)` gives a variant; `validat
 """
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -46,7 +47,7 @@ class Recipe:
     image_size: Optional[int] = None      # None: the dataset's (32 or 224)
     # how to run
     data_dir: Optional[str] = None
-    workers: int = 2                      # dataflow processes
+    workers: Optional[int] = None         # dataflow processes; None: from the machine (dataflow_workers())
     logdir: Optional[str] = None          # None: train_log/<name>
     gpus: Tuple[int, ...] = ()            # () : CPU
     trainer: str = "auto"                 # auto (Horovod when started by horovodrun), replicated or horovod
@@ -56,6 +57,7 @@ class Recipe:
     fake_data: bool = False               # ImageNet: synthetic input, to benchmark the graph
     max_to_keep: int = 3                  # checkpoints kept
     seed: Optional[int] = None
+    xla: bool = False                     # XLA auto-clustering of the training session
 
     @property
     def plain(self):
@@ -68,6 +70,14 @@ class Recipe:
         if self.trainer == "horovod" or (self.trainer == "auto" and launched_by_horovodrun()):
             return "horovod"
         return "replicated" if len(self.gpus) > 1 else "single"
+
+    def dataflow_workers(self) -> int:
+        """--workers, or by default from the cores this process may use: ImageNet decodes JPEGs, min(40, cores/2)
+        as in tensorpack's ImageNet example; CIFAR/SVHN augment small arrays, min(4, cores/2)."""
+        if self.workers is not None:
+            return self.workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(40 if self.dataset == "imagenet" else 4, cores // 2))
 
     @property
     def style(self):
@@ -101,6 +111,8 @@ class Recipe:
             raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
         if self.num_units < 1:
             raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
+        if self.workers is not None and self.workers < 0:
+            raise UserError("--workers must be >= 0 (0: load data in the training process), got %r" % (self.workers,))
         if self.batch < 1:
             raise UserError("--batch must be >= 1, got %r" % (self.batch,))
         if self.max_epoch < 1:
@@ -135,7 +147,7 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
             "seed": "seed"}
 _OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
-                "trainer": "--trainer", "max_to_keep": "max_to_keep"}
+                "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla"}
 
 
 def _show_epsilon(value):
@@ -155,7 +167,7 @@ SVHN = Recipe(dataset="svhn", epsilon=1.5, max_epoch=200, plain_max_epoch=80,
 
 IMAGENET = Recipe(dataset="imagenet", depth=101, epsilon=2.0, batch=256, batch_is_total=True, max_epoch=110,
                   plain_max_epoch=110, steps_per_epoch=5000, standard_lr=IMAGENET_LR, fast_lr=IMAGENET_LR,
-                  adaptive_lr=False, weight_decay=1e-4, weight_decay_every=None, nesterov=True, workers=8)
+                  adaptive_lr=False, weight_decay=1e-4, weight_decay_every=None, nesterov=True)
 
 # The bundled digits demo: ~2 minutes on 2 CPU cores. Shaped like the CIFAR recipe (a plain warm-up, then
 # the gates switched on) and compressed to 8 epochs of 100 steps. Tuned so that a block whose responses

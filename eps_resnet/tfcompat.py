@@ -39,6 +39,14 @@ import tensorpack.tfutils.export as _tp_export  # noqa: E402
 
 _tp_export.graph_util = tfv1.graph_util
 
+# Graph building in linear time. TensorFlow 2 enables "tensor equality", under which every hash or == of a
+# variable first asks whether it runs eagerly (a walk of the context stack). tf-keras's legacy layers, under
+# every tensorpack layer, put all global variables in a set and search the trainable list on each add_weight,
+# so a deep network paid for that walk O(variables²) times: 504 s to start the 752-layer ResNet, 38 s for
+# ResNet-110. TensorFlow 1, which tensorpack was written for, compared tensors by identity; restoring that
+# makes the same checks cost nothing and leaves graph-mode behaviour unchanged.
+tfv1.disable_tensor_equality()
+
 # tensorpack's HorovodTrainer calls tf.global_variables(), which TensorFlow 2 keeps only under compat.v1.
 if not hasattr(tf, "global_variables"):
     tf.global_variables = tfv1.global_variables

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from typing import Optional, Sequence, Tuple
 
 from . import UserError
@@ -24,10 +25,11 @@ from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, RunLock, has_content, read_
                      release_locks, resolve_checkpoint, set_aside_unfinished_start, trim_for_resume, write_settings)
 from .tfcompat import tf, tfv1
 
-from tensorpack import (ClassificationError, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
+from tensorpack import (ClassificationError, DataParallelInferenceRunner, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
                         ScalarStats, ScheduledHyperParamSetter, SimpleTrainer, SmartInit,
                         SyncMultiGPUTrainerReplicated, TFEventWriter, TrainConfig, launch_train_with_config)
 from tensorpack.dataflow import FakeData
+from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 from tensorpack.utils.utils import fix_rng_seed
@@ -136,17 +138,19 @@ def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bo
         fake = FakeData([[batch_per_tower, size, size, 3], [batch_per_tower]], size=1000, random=False,
                         dtype=["uint8", "int32"], domain=[(0, 255), (0, plan.num_classes)])
         return fake, None, None
+    workers = recipe.dataflow_workers()
     if dataset_info(recipe.dataset).in_memory:
         arrays = load_arrays(recipe.dataset, "train", recipe.data_dir)
         mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0], write_cache=write_cache)
-        train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=recipe.workers,
+        train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=workers,
                                svhn_jitter=recipe.svhn_jitter, arrays=arrays)
         val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir)
         return train, val, mean
-    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=recipe.workers,
-                           image_size=size)
-    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=recipe.workers,
-                         image_size=size)
+    if recipe.gpus and workers < 16:
+        logger.warn("ImageNet on GPUs with %d dataflow workers: JPEG decoding may starve the GPUs (tensorpack's "
+                    "ImageNet example asks for 16 or more); raise --workers on a machine with more cores" % workers)
+    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=workers, image_size=size)
+    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=workers, image_size=size)
     return train, val, None
 
 
@@ -168,6 +172,9 @@ def join_ranks(recipe: Recipe) -> Optional[Ranks]:
         return None
     ranks = Ranks()
     logger.info("Horovod: rank %d of %d (local rank %d)" % (ranks.rank, ranks.size, ranks.local_rank))
+    if ranks.is_chief and tf.config.list_physical_devices("GPU") and not ranks.hvd.nccl_built():
+        logger.warn("Horovod was built without GPU allreduce (NCCL): every gradient goes through host memory; "
+                    "rebuild with HOROVOD_GPU_OPERATIONS=NCCL make horovod")
     return ranks
 
 
@@ -250,7 +257,8 @@ def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequenc
         callbacks, monitors = build_callbacks(setup, run, ranks, extra_callbacks)
         config = TrainConfig(model=setup.model, data=QueueInput(setup.train_df), callbacks=callbacks,
                              monitors=monitors, steps_per_epoch=run.steps_per_epoch, max_epoch=setup.recipe.max_epoch,
-                             starting_epoch=run.starting_epoch, session_init=session_init(run, is_chief))
+                             starting_epoch=run.starting_epoch, session_init=session_init(run, is_chief),
+                             session_creator=session_creator(setup.recipe))
         trainer = choose_trainer(setup, ranks)
         if setup.recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
             fix_rng_seed(setup.recipe.seed + (ranks.rank if ranks else 0))
@@ -305,7 +313,10 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
             infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
         if recipe.style == "imagenet":
             infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
-        callbacks.append(TolerantInferenceRunner(setup.val_df, infs))
+        if setup.towers > 1:  # one inference tower per GPU (a short last pass may repeat a few images)
+            callbacks.append(DataParallelInferenceRunner(setup.val_df, infs, list(range(setup.towers))))
+        else:
+            callbacks.append(TolerantInferenceRunner(setup.val_df, infs))
     gates = None if recipe.plain else GateAgreement(plan, ranks)
     policy = LearningRatePolicy.from_records(
         run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
@@ -322,7 +333,10 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
     if gates and is_chief:
         callbacks.append(DiscardTracker(plan, run.logdir, gates, lr_setter))
     callbacks += [NaNGuard(), EstimatedTimeLeft()] + list(extra_callbacks)
-    monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter()]  # monitors run after every callback
+    # monitors run after every callback; the console leaves out per-block scalars (1,900 lines an epoch at n=125),
+    # which stay in TensorBoard, stats.json and discards.jsonl
+    per_block = r"^(param-summary/)?(%s)/" % "|".join(re.escape(name) for name in plan.block_names)
+    monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter(blacklist=[per_block])]
     if is_chief:
         monitors.append(EpochCheckpoint(run.logdir, recipe.max_to_keep))
     return callbacks, monitors
@@ -336,6 +350,17 @@ def session_init(run: "RunStart", is_chief: bool):
     if is_chief and run.load_ckpt:
         return WeightsInit(run.load_ckpt)
     return None
+
+
+def session_creator(recipe: Recipe) -> NewSessionCreator:
+    """tensorpack's default session (soft placement, GPU memory growth), with XLA auto-clustering if asked.
+    Auto-clustering must be set in this config: tf.config.optimizer.set_jit() does not reach a v1 Session. On a
+    CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow loads (cli.recipe_from_args)."""
+    creator = NewSessionCreator()  # its default config, not a "user-provided" one (that would print warnings)
+    if recipe.xla:
+        creator.config.graph_options.optimizer_options.global_jit_level = tfv1.OptimizerOptions.ON_1
+        logger.info("XLA auto-clustering is on for the training session")
+    return creator
 
 
 def choose_trainer(setup: RankSetup, ranks: Optional[Ranks]):

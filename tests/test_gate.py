@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eps_resnet.gate import StrictIdentityGate, strict_identity, strict_identity_numpy
+from eps_resnet.gate import StrictIdentityGate, gated_sum, strict_identity, strict_identity_numpy
 from eps_resnet.tfcompat import tf, tfv1
 from tensorpack.tfutils.tower import TowerContext
 
@@ -79,3 +79,42 @@ def test_gradient_through_the_gate():
         with tfv1.Session() as sess:
             np.testing.assert_array_equal(sess.run(grad, {eps: EPS}), np.full_like(F0, 3.0))
             np.testing.assert_array_equal(sess.run(grad, {eps: 100.0}), np.zeros_like(F0))
+
+
+def bits(a):
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open():
+    # the residual carries what a multiply by 0 would not survive: inf, NaN, and signed zeros on both sides
+    shortcut = np.array([-0.0, 0.0, 1.5, -2.0, np.inf, 3.0], np.float32)
+    residual = np.array([0.0, -0.0, np.inf, np.nan, 1.0, -1e-30], np.float32)
+    with tf.Graph().as_default():
+        keep = tfv1.placeholder(tf.float32, [])
+        out = gated_sum(tf.constant(shortcut), tf.constant(residual), keep)
+        with tfv1.Session() as sess:
+            shut, half = sess.run(out, {keep: 0.0}), sess.run(out, {keep: 0.5})
+            opened = sess.run(out, {keep: 1.0})
+    np.testing.assert_array_equal(bits(shut), bits(shortcut))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(bits(opened), bits(shortcut + residual))
+        np.testing.assert_array_equal(half, shortcut + np.float32(0.5) * residual)
+
+
+CONTROL_FLOW_OPS = {"If", "StatelessIf", "Switch", "Merge", "Enter", "Exit", "NextIteration", "While", "StatelessWhile"}
+
+
+def test_gated_network_trains_without_control_flow_ops():
+    from eps_resnet.model import EpsResNet, ModelSettings
+    from eps_resnet.plan import cifar_plan
+    with tf.Graph().as_default() as graph:
+        image, label = tfv1.placeholder(tf.uint8, [None, 32, 32, 3]), tfv1.placeholder(tf.int32, [None])
+        model = EpsResNet(cifar_plan(1), ModelSettings(epsilon=EPS))
+        with TowerContext("", is_training=True):
+            cost = model.build_graph(image, label)
+        model.optimizer().minimize(cost)
+        types = {op.type for op in graph.get_operations()}
+        reads = [op.name for op in graph.get_operations() if op.type == "ReadVariableOp"
+                 and op.inputs[0].op.name == "epsilon" and not op.name.startswith("epsilon/")]
+    assert "SelectV2" in types and not types & CONTROL_FLOW_OPS
+    assert sorted(reads) == ["epsilon-summary/ReadVariableOp", "epsilon_value/ReadVariableOp"]  # not one per gate

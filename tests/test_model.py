@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from eps_resnet import UserError
+from eps_resnet.gate import average_gate_statistics, unpack_gate_statistics
 from eps_resnet.model import EpsResNet, ModelSettings
 from eps_resnet.plan import cifar_plan, imagenet_plan
 from eps_resnet.tfcompat import tf, tfv1
@@ -71,7 +72,8 @@ def test_closed_gate_blocks_cross_entropy_gradient_and_only_weight_decay_moves_k
             feed = {image: im, label: lb}
             for grad in sess.run(grads, feed):
                 assert grad is None or not np.any(grad)
-            assert sess.run(g.get_tensor_by_name("discarded_cnt:0"), feed) == 3.0
+            flags = [g.get_tensor_by_name(name + "/is_discarded:0") for name in plan.block_names_gated]
+            assert sum(sess.run(flags, feed)) == 3.0
             before = sess.run(kernels)
             sess.run(train_op, feed)
             after = sess.run(kernels)
@@ -106,6 +108,7 @@ def test_a_few_sgd_steps_train_and_summaries_exist():
         model = EpsResNet(plan, ModelSettings(epsilon=0.5))
         image, label, cost = build(model)
         train_op = model.optimizer().minimize(cost, global_step=tfv1.train.get_or_create_global_step())
+        average_gate_statistics(plan.block_names_gated)  # what the GateAgreement callback adds in training
         tags = set()
         for s in tfv1.get_collection(tfv1.GraphKeys.SUMMARIES):
             tags.add(get_op_tensor_name(s.op.name)[0])
@@ -164,3 +167,49 @@ def test_shared_epsilon_is_one_variable_across_towers():
                 model.build_graph(tfv1.placeholder(tf.uint8, [None, s, s, 3]), tfv1.placeholder(tf.int32, [None]))
         names = [v.op.name for v in tfv1.global_variables() if "epsilon" in v.op.name or "mean_image" in v.op.name]
         assert sorted(names) == ["epsilon", "mean_image"]
+
+
+def test_graph_building_work_per_block_does_not_grow_with_depth(monkeypatch):
+    # Counting, not timing: every hash or == of a variable under TensorFlow 2's tensor equality calls this
+    # context-stack walk, and tf-keras's legacy layers do O(all variables) of those per layer.
+    from tensorflow.python.framework import ops
+    calls = []
+    walk = ops.executing_eagerly_outside_functions
+    monkeypatch.setattr(ops, "executing_eagerly_outside_functions", lambda: calls.append(1) or walk())
+
+    def work(n):
+        del calls[:]
+        with tf.Graph().as_default():
+            image, label, cost = build(EpsResNet(cifar_plan(n)))
+            tfv1.gradients(cost, tfv1.trainable_variables())
+        return len(calls)
+
+    w1, w2, w4 = work(1), work(2), work(4)
+    per_block_shallow, per_block_deep = (w2 - w1) / 3, (w4 - w2) / 6  # 3 more blocks, then 6 more
+    assert per_block_deep <= 1.05 * per_block_shallow, (w1, w2, w4)
+
+
+def test_gate_statistics_are_averaged_over_towers_fed_different_data():
+    """Two replicated towers: one sees blank images (every residual is exactly 0, so every gate shuts), the other
+    random ones (every gate open at a tiny ε). The statistics the callbacks read are the mean of the two."""
+    plan = cifar_plan(1)
+    model = EpsResNet(plan, ModelSettings(epsilon=1e-6))
+    blank = np.zeros((4, 32, 32, 3), np.uint8)
+    noisy, labels = random_batch(plan, 4)
+    with tf.Graph().as_default() as g:
+        for k, images in enumerate([blank, noisy]):
+            name = "tower%d" % k
+            with tf.device("/cpu:0"), TrainTowerContext(name, vs_name=name if k else "", index=k, total=2):
+                model.build_graph(tf.constant(images), tf.constant(labels))
+        averaged = average_gate_statistics(plan.block_names_gated)
+        update = tfv1.get_collection("MOVING_SUMMARY_OPS")
+        per_tower = [[g.get_tensor_by_name("tower%d/%s/is_discarded:0" % (k, n)) for n in plan.block_names_gated]
+                     for k in range(2)]
+        with tfv1.Session() as sess:
+            sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
+            flags, _ = sess.run([per_tower, update])
+            values = sess.run(averaged)
+    assert flags == [[1.0] * 3, [0.0] * 3]
+    stats = unpack_gate_statistics(plan.block_names_gated, values)
+    assert [flag for flag, _ in stats.values()] == pytest.approx([0.5] * 3)
+    assert all(rmax > 0 for _, rmax in stats.values())  # half of the random tower's max|F|

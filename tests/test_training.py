@@ -87,7 +87,13 @@ def test_two_towers_share_one_epsilon(tmp_path):
     proc = run_script("tests/programs/two_towers.py", logdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(os.path.join(logdir, "log.log")) as f:
-        assert "Training a model of 2 towers" in f.read()
+        log = f.read()
+    assert "Training a model of 2 towers" in log
+    assert "'InferenceTower0'" in log and "'InferenceTower1'" in log  # validation runs on every tower
+    # the console leaves the per-block scalars out; stats.json keeps them
+    assert "discarded_cnt: " in log and "res1.0/is_discarded: " not in log and "/res2.0/conv1/W-rms: " not in log
+    with open(os.path.join(logdir, "stats.json")) as f:
+        assert "res1.0/is_discarded" in json.load(f)[-1]
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("TOWERS ", "SEEN ")))
     assert len(json.loads(out["TOWERS"])) == 2
     seen = json.loads(out["SEEN"])
@@ -98,6 +104,14 @@ def test_two_towers_share_one_epsilon(tmp_path):
     assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
     assert [r["epsilon"] for r in read_records(logdir)] == [1e6, 1e6]
+
+
+def test_xla_flag_compiles_the_training_graph_on_this_cpu(tmp_path):
+    logdir = str(tmp_path / "xla")
+    proc = run_script("train_cifar.py", "--demo", "-n", "1", "--max-epoch", "1", "--steps-per-epoch", "3", "--xla",
+                      "--logdir", logdir, env={"TF_CPP_MIN_LOG_LEVEL": "0"}, check=True)
+    assert "Compiled cluster using XLA" in proc.stderr  # TensorFlow's own line: clusters were compiled and run
+    assert os.path.isfile(os.path.join(logdir, "model-3.index"))
 
 
 # ---- command line ------------------------------------------------------------------------------

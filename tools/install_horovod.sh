@@ -35,8 +35,16 @@ if [ -n "${HOROVOD_GPU_OPERATIONS:-}${HOROVOD_GPU_ALLREDUCE:-}" ]; then
 fi
 WHEEL_DIR="$CACHE_ROOT/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$FLAVOR"
 
+# The installed Horovod is kept only if it was built with what this call asks for (MPI, NCCL): a CPU build
+# followed by HOROVOD_GPU_OPERATIONS=NCCL make horovod must rebuild, not keep copying gradients through the host.
 installed_ok() {
-    "$PY" -c 'import horovod.tensorflow as hvd; assert hvd.gloo_built()' >/dev/null 2>&1
+    "$PY" - "$FLAVOR" >/dev/null 2>&1 <<'PYEOF'
+import sys
+import horovod.tensorflow as hvd
+flavor = sys.argv[1].upper()
+ok = hvd.gloo_built() and bool(hvd.mpi_built()) == ("MPI" in flavor) and (bool(hvd.nccl_built()) or "NCCL" not in flavor)
+sys.exit(0 if ok else 1)
+PYEOF
 }
 
 if installed_ok; then
@@ -70,3 +78,4 @@ HOROVODRUN="$(dirname "$PY")/horovodrun"
 CHECK=$(TF_CPP_MIN_LOG_LEVEL=3 "$HOROVODRUN" --check-build 2>/dev/null) || die "horovodrun --check-build failed"
 echo "$CHECK" | sed "s/^/  /"
 echo "$CHECK" | grep -q '\[X\] TensorFlow' || die "Horovod was built without TensorFlow support"
+installed_ok || die "the installed Horovod lacks what was asked for ($FLAVOR); see the --check-build table above"
