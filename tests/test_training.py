@@ -102,6 +102,15 @@ def test_two_towers_share_one_epsilon(tmp_path):
     import tensorflow as tf
     names = set(tf.train.load_checkpoint(os.path.join(logdir, "model-6")).get_variable_to_shape_map())
     assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
+    # the training graph TensorBoard shows (the event file's) has no control flow in any block of either tower
+    graph = tf.compat.v1.GraphDef()
+    for event in tf.compat.v1.train.summary_iterator(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))[0]):
+        if event.graph_def:
+            graph.ParseFromString(event.graph_def)
+            break
+    in_blocks = [n for n in graph.node if re.search(r"(^|/)res\d\.\d+/", n.name)]
+    assert in_blocks and not [n.name for n in in_blocks if n.op in ("If", "StatelessIf", "Switch", "Merge")]
+    assert any(n.op == "SelectV2" and n.name.startswith("tower1/") for n in in_blocks)
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
     assert [r["epsilon"] for r in read_records(logdir)] == [1e6, 1e6]
 
