@@ -202,7 +202,15 @@ def test_resume_after_an_interrupt_in_the_first_epoch(tmp_path):
     proc = start_script("train_cifar.py", *args)
     log = os.path.join(logdir, "log.log")
     wait_until(lambda: os.path.exists(log) and "Start Epoch 1" in open(log).read(), proc=proc, what="epoch 1")
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C, and a second one only if the first was not seen within 5 s (once, on a loaded CI machine, a single
+    # SIGINT sent at the first step went unanswered and epoch 1 completed; the cause is not found yet)
+    for _ in range(2):
+        proc.send_signal(signal.SIGINT)
+        deadline = time.time() + 5
+        while time.time() < deadline and proc.poll() is None and "Detected Ctrl-C" not in open(log).read():
+            time.sleep(0.05)
+        if proc.poll() is not None or "Detected Ctrl-C" in open(log).read():
+            break
     assert proc.wait(timeout=60) == 130
     assert "continue with --resume" in proc.stderr
     assert checkpoint_steps(logdir) == []
