@@ -253,7 +253,7 @@ class Plan:
 
 
 def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32) -> Plan:
-    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN, the digits demo)."""
+    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN; the digits demo: 16×16)."""
     if not isinstance(n, int) or n < 1:
         raise UserError("number of blocks per group must be an integer >= 1, got %r" % (n,))
     if num_classes < 2:

@@ -126,7 +126,7 @@ def test_dataflow_batches_and_workers():
     ds = build_dataflow("digits", "train", 100)
     assert len(ds) == 14  # 1437 // 100, the partial batch is dropped in training
     first = batches(ds)[0]
-    assert first[0].shape == (100, 32, 32, 3) and first[1].shape == (100,)
+    assert first[0].shape == (100, 16, 16, 3) and first[1].shape == (100,)
     val = batches(build_dataflow("digits", "test", 100))
     assert [len(b[1]) for b in val] == [100, 100, 100, 60]
     again = batches(build_dataflow("digits", "test", 100))
@@ -135,7 +135,7 @@ def test_dataflow_batches_and_workers():
     with_workers.reset_state()
     it = iter(with_workers)
     got = [next(it) for _ in range(3)]
-    assert all(b[0].shape == (50, 32, 32, 3) for b in got)
+    assert all(b[0].shape == (50, 16, 16, 3) for b in got)
     del it
 
 
@@ -146,6 +146,9 @@ def test_digits_split_is_fixed_and_disjoint():
     assert set(np.unique(train_y)) == set(range(10))
     np.testing.assert_array_equal(load_arrays("digits", "test")[0], test_x)
     assert train_x.dtype == np.uint8 and train_x.max() > 200
+    assert train_x.shape[1:] == (16, 16, 3)
+    # the digit sits in a black 2-pixel frame, so the training crops' 2-pixel shifts never cut a stroke
+    assert train_x[:, :2].max() == 0 and train_x[:, -2:].max() == 0 and train_x[:, :, :2].max() == 0
 
 
 # ---- bad input ---------------------------------------------------------------------------------

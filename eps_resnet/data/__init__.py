@@ -19,6 +19,7 @@ from tensorpack.dataflow import (AugmentImageComponent, BatchData, DataFromList,
 from tensorpack.utils import logger
 from . import augment
 from .cifar import load_cifar
+from . import digits
 from .digits import load_digits_split
 from .imagenet import imagenet_files, imagenet_synsets, read_rgb
 from .svhn import load_svhn
@@ -39,7 +40,7 @@ DATASETS = {
     "cifar10": DatasetInfo("cifar10", 10, 32, "test", True),
     "cifar100": DatasetInfo("cifar100", 100, 32, "test", True),
     "svhn": DatasetInfo("svhn", 10, 32, "test", True),
-    "digits": DatasetInfo("digits", 10, 32, "test", True),
+    "digits": DatasetInfo("digits", 10, digits.IMAGE_SIZE, "test", True),
     "imagenet": DatasetInfo("imagenet", 1000, 224, "val", False),
 }
 
@@ -57,7 +58,8 @@ def _require_dir(data_dir, dataset):
 
 
 def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N,32,32,3], labels int32 [N]) of an in-memory dataset; split 'train' or 'test'."""
+    """(images uint8 [N,S,S,3], labels int32 [N]) of an in-memory dataset (S: 32, the digits 16); split 'train'
+    or 'test'."""
     if split not in ("train", "test"):
         raise UserError("split must be 'train' or 'test' for %s, got %r" % (dataset, split))
     if dataset == "digits":
@@ -72,7 +74,7 @@ def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tup
 
 def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optional[np.ndarray] = None,
                    write_cache: bool = True) -> np.ndarray:
-    """Mean training image (float32 [32,32,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
+    """Mean training image (float32 [S,S,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
 
     CIFAR/SVHN: the per-pixel mean, as the released code. Digits demo: the per-channel mean (see below).
 
@@ -112,7 +114,8 @@ def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter
     if dataset in ("cifar10", "cifar100"):
         return augment.cifar_train_augmentors(flip=True)
     if dataset == "digits":
-        return augment.cifar_train_augmentors(flip=False)  # digits are not mirror-symmetric
+        # digits are not mirror-symmetric
+        return augment.cifar_train_augmentors(flip=False, size=digits.IMAGE_SIZE, pad=digits.MARGIN)
     if dataset == "svhn":
         return augment.svhn_train_augmentors(svhn_jitter)
     return augment.imagenet_train_augmentors(image_size or 224)

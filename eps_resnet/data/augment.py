@@ -19,7 +19,8 @@ GREY_WEIGHTS = np.asarray([0.299, 0.587, 0.114], np.float32)  # RGB -> luma, as 
 
 
 def cifar_train_augmentors(flip=True, size=32, pad=4):
-    """Pad to 40x40 (image pasted in the centre of zeros), random 32x32 crop, random horizontal flip."""
+    """Pad to 40x40 (image pasted in the centre of zeros), random 32x32 crop, random horizontal flip
+    (`size` + 2 `pad`, then `size`)."""
     augs = [imgaug.CenterPaste((size + 2 * pad, size + 2 * pad)), imgaug.RandomCrop((size, size))]
     if flip:
         augs.append(imgaug.Flip(horiz=True))
