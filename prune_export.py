@@ -13,6 +13,7 @@ Examples:
   python prune_export.py LOGDIR --out EXPORT --criterion ema      # the released code's rule
   python prune_export.py LOGDIR --out EXPORT --quantize dynamic     # also model_dynamic.tflite (int8 weights)
   python prune_export.py LOGDIR --out EXPORT --version 2            # add EXPORT/2/ to an earlier export
+  python prune_export.py LOGDIR --out EXPORT --baseline PLAIN_LOGDIR  # also the plain ResNet's error, same images
 """
 import argparse
 import sys
@@ -39,6 +40,9 @@ def main():
                    help="the SavedModel goes to EXPORT_DIR/N/; a new N adds a version to an earlier export")
     p.add_argument("--quantize", choices=["dynamic"], default=None,
                    help="also write model_dynamic.tflite with dynamic-range (int8) weights, measured and reported")
+    p.add_argument("--baseline", metavar="PLAIN_LOGDIR", default=None,
+                   help="log directory of a plain run (--plain) on the same data: its validation error on the same "
+                        "held-out images goes into the report as baseline_val_error")
     args = p.parse_args()
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
@@ -46,7 +50,8 @@ def main():
     try:
         report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
                         calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
-                        force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize)
+                        force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize,
+                        baseline=args.baseline)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

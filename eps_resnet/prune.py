@@ -31,6 +31,7 @@ from .tfcompat import tfv1
 
 SIGNATURE = "serving_default"
 MAX_ABS_DIFF = 1e-3
+CALIBRATION_BATCH = 64  # the gated model decides its gates per batch of this many calibration images
 
 STANDALONE_CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standalone_check.py")
 TFLITE_FILES = {None: "model.tflite", "dynamic": "model_dynamic.tflite"}
@@ -130,7 +131,7 @@ def calibration_images(run: RunInfo, data_dir: Optional[str] = None, batches: Op
     return np.concatenate(images), np.concatenate(labels)
 
 
-def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = 64) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
+def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
     """Gated model over `images`: logits [N, C], per-block per-example max|F| {block: [N]}, and ε."""
     check_checkpoint_matches(run.plan, run.checkpoint)
     net = build_inference_graph(run.plan, epsilon=run.recipe.get("epsilon"), image_shape=images.shape[1:])
@@ -141,6 +142,29 @@ def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = 64) -> Tuple[n
     logits = np.concatenate([o["logits"] for o in outs])
     maxima = {k: np.concatenate([o[k] for o in outs]) for k in net.response_max}
     return logits, maxima, epsilon
+
+
+def load_baseline(baseline_logdir: str, run: RunInfo) -> RunInfo:
+    """The plain run to compare with (its newest checkpoint), after checking that it is plain and on the same data."""
+    base = load_run(baseline_logdir)
+    if base.gated:
+        raise UserError("--baseline %s is an ε-ResNet run; pass the log directory of a plain run (trained with --plain)"
+                        % baseline_logdir)
+    for what, mine, theirs in (("data set", run.recipe["dataset"], base.recipe["dataset"]),
+                               ("image size", run.plan.image_size, base.plan.image_size),
+                               ("class count", run.plan.num_classes, base.plan.num_classes)):
+        if mine != theirs:
+            raise UserError("--baseline %s has %s %s, this run %s; pass a plain run on the same data"
+                            % (baseline_logdir, what, theirs, mine))
+    return base
+
+
+def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray) -> dict:
+    """The plain baseline's validation error on the export's own held-out images."""
+    logits, _, _ = calibrate(base, images)
+    return {"baseline_logdir": os.path.abspath(base.logdir), "baseline_checkpoint": base.checkpoint,
+            "baseline_layers": base.plan.full_depth, "baseline_params": base.plan.num_params,
+            "baseline_val_error": float(np.mean(logits.argmax(1) != labels))}
 
 
 def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float],
@@ -165,6 +189,29 @@ def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optio
         rows.append({"block": b.name, "group": b.group, "calibration_max": calib_max, "epsilon": epsilon,
                      "ema_is_discarded": ema, "kernel_norm": kernel_norm, "discarded": gone})
     return discarded, rows
+
+
+def kept_gates_closed(n: int, maxima: Dict[str, np.ndarray], epsilon: Optional[float], discarded: List[str],
+                      batch_size: int = CALIBRATION_BATCH) -> Tuple[np.ndarray, Dict[str, int]]:
+    """Where the gated model and the reduced network may differ although both are right.
+
+    A kept block is one whose response exceeded ε on some calibration image; the reduced network applies it always.
+    The gated model decides per batch, so on a batch whose images all stay below ε the kept block's gate is shut
+    there. Returns a mask of the images in batches where every kept gate was open (where the two must agree
+    exactly), and {block: batches where its gate was shut} for the kept blocks that shut on some batch."""
+    agree = np.ones(n, bool)
+    shut = {}
+    if epsilon is None:
+        return agree, shut
+    for name, values in maxima.items():
+        if name in discarded:
+            continue
+        batches = [i for i in range(0, n, batch_size) if values[i:i + batch_size].max() <= epsilon]
+        if batches:
+            shut[name] = len(batches)
+            for i in batches:
+                agree[i:i + batch_size] = False
+    return agree, shut
 
 
 def write_saved_model(plan: Plan, ckpt: Optional[str], export_dir: str, image_shape=None):
@@ -278,7 +325,8 @@ def remove_stale_staging(parent: str):
 
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
            calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
-           measure: bool = True, version: int = 1, quantize: Optional[str] = None, log=print) -> dict:
+           measure: bool = True, version: int = 1, quantize: Optional[str] = None, baseline: Optional[str] = None,
+           log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
 
     `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
@@ -297,6 +345,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
                         "whole export" % (out, version))
     out = check_output(out, logdir, force or adding)
     run = load_run(logdir, checkpoint)
+    base = load_baseline(baseline, run) if baseline else None
     if criterion == "ema" and run.record is None:
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
@@ -320,11 +369,22 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
                                                                                  os.path.basename(run.checkpoint)),
                   "criterion": criterion, "epsilon": epsilon, "gated": run.gated, "discarded": discarded,
                   "evidence": evidence, "calibration_images": int(len(images)), "version": version}
+        if base:
+            report.update(baseline_report(base, images, labels))
         if verify:
             with tempfile.TemporaryDirectory(dir=staging) as work:
                 results = standalone_results(saved_model, tflite, images, work)
             report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
-            report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version))
+            agree, shut = kept_gates_closed(len(images), maxima, epsilon, discarded)
+            if not agree.any():
+                raise ExportVerificationFailed(
+                    "on every calibration batch some kept block's gate was shut (%s), so the reduced network cannot be "
+                    "compared with the gated model; calibrate on more images (--calib-batches)"
+                    % ", ".join(sorted(shut)))
+            report["gates_shut_on_kept_blocks"] = {"batches": int(np.ceil(np.sum(~agree) / CALIBRATION_BATCH)),
+                                                   "of": int(np.ceil(len(images) / CALIBRATION_BATCH)),
+                                                   "blocks": shut, "images_compared": int(agree.sum())}
+            report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version), agree)
             report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
             report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
             for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
@@ -332,8 +392,8 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
                 if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
                     raise ExportVerificationFailed(
                         "the reduced network (%s) does not reproduce the gated model on the calibration images (top-1 "
-                        "agreement %.4f, max |logit diff| %.3g > %g); a kept block's gate must have closed on some "
-                        "batch or a removed one opened: nothing was exported"
+                        "agreement %.4f, max |logit diff| %.3g > %g); a removed block's gate must have opened on some "
+                        "batch: nothing was exported"
                         % (name, a["top1_agreement"], a["max_abs_diff"], MAX_ABS_DIFF))
         report.update(size_report(run.plan, reduced, saved_model, staging))
         if measure:
@@ -357,14 +417,17 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     return report
 
 
-def artefact_report(results, gated_logits, labels, folder, version) -> dict:
-    """Per artefact: its agreement with the gated model, validation error, size and latency at batch 1."""
+def artefact_report(results, gated_logits, labels, folder, version, agree=None) -> dict:
+    """Per artefact: its agreement with the gated model (on the images where `agree`: there every kept gate was
+    open), validation error on every image, size and latency at batch 1."""
     report = {}
+    agree = np.ones(len(labels), bool) if agree is None else agree
     for name, (logits, seconds) in results.items():
         key = version if name == "saved_model" else name
         path = os.path.join(folder, key)
-        report[key] = {"max_abs_diff": float(np.abs(logits - gated_logits).max()),
-                       "top1_agreement": float(np.mean(logits.argmax(1) == gated_logits.argmax(1))),
+        mine, theirs = logits[agree], gated_logits[agree]
+        report[key] = {"max_abs_diff": float(np.abs(mine - theirs).max()),
+                       "top1_agreement": float(np.mean(mine.argmax(1) == theirs.argmax(1))),
                        "val_error": float(np.mean(logits.argmax(1) != labels)),
                        "bytes": dir_size(path) if os.path.isdir(path) else os.path.getsize(path),
                        "latency_b1_ms": seconds * 1e3}

@@ -30,12 +30,39 @@ def summary_table(report: dict) -> str:
     if "val_error_gated" in report:
         rows.append(["validation error (%d images)" % report["calibration_images"],
                      "%.2f%% (gated)" % (100 * report["val_error_gated"]), "%.2f%%" % (100 * report["val_error_export"])])
+    if "baseline_val_error" in report:
+        rows.append(["plain baseline (%d layers), same images" % report["baseline_layers"],
+                     "%.2f%%" % (100 * report["baseline_val_error"]), ""])
     for batch in (1, 64):
         key = "latency_b%d" % batch
         if key in report:
             rows.append(["CPU latency, batch %d" % batch, "%.1f ms (gated)" % report[key]["gated_ms"],
                          "%.1f ms" % report[key]["export_ms"]])
     return tabulate(rows, headers=["", "trained network", "export"])
+
+
+def comparison_line(report: dict) -> str:
+    """One line: blocks discarded, compression, validation error of the export against the plain baseline."""
+    return ("ε-ResNet: %d of %d blocks discarded, compression %.2f (%d -> %d layers, %.3f M -> %.3f M parameters); "
+            "validation error %.2f%% (reduced export) vs %.2f%% (plain ResNet-%d), %+.2f points, on the same %d images"
+            % (len(report["discarded"]), len(report["evidence"]), report["compression_ratio"], report["layers_before"],
+               report["layers_after"], report["params_before"] / 1e6, report["params_after"] / 1e6,
+               100 * report["val_error_export"], 100 * report["baseline_val_error"], report["baseline_layers"],
+               100 * (report["val_error_export"] - report["baseline_val_error"]), report["calibration_images"]))
+
+
+def claim_checks(report: dict, collapse: list) -> list:
+    """The paper's claim on one ε-ResNet export with a plain baseline, as [(statement, holds)]: at least a third of
+    the blocks discarded, no accuracy loss beyond 0.5 points, and every discarded block's kernel norm at most half
+    of what it was when its gate closed (weight collapse, paper Fig. 5)."""
+    blocks = len(report["evidence"])
+    loss = 100 * (report["val_error_export"] - report["baseline_val_error"])
+    worst = max((c["ratio"] for c in collapse), default=None)
+    return [("at least 1/3 of the blocks discarded (%d of %d)" % (len(report["discarded"]), blocks),
+             3 * len(report["discarded"]) >= blocks),
+            ("validation error at most the plain baseline's + 0.5 points (%+.2f points)" % loss, loss <= 0.5),
+            ("every discarded block's kernel norm at most half its norm when the gate closed (largest ratio %s)"
+             % ("-" if worst is None else "%.2f" % worst), worst is not None and worst <= 0.5)]
 
 
 def evidence_table(report: dict) -> str:
@@ -68,11 +95,20 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
         lines += ["Discarded %d of %d blocks (criterion: %s, ε = %g). Compression ratio %.2f (layers %d -> %d)."
                   % (len(report["discarded"]), len(plan.blocks), report["criterion"], report["epsilon"],
                      report["compression_ratio"], report["layers_before"], report["layers_after"]), ""]
+    if "baseline_val_error" in report and "val_error_export" in report:
+        lines += [comparison_line(report), ""]
     lines += ["```", group_table(plan, reduced), "```", "", "```", summary_table(report), "```", ""]
     if "verification" in report:
         v = report["verification"]
         lines += ["Verification against the gated checkpoint on the calibration images: max |logit difference| "
                   "%.3g, top-1 agreement %.2f%%." % (v["max_abs_diff"], 100 * v["top1_agreement"]), ""]
+        shut = report.get("gates_shut_on_kept_blocks", {})
+        if shut.get("blocks"):
+            lines += ["The gated model decides each gate per batch of 64 images. The gates of kept blocks %s were shut "
+                      "on %d of %d calibration batches (no image of the batch reached ε), where the reduced network "
+                      "applies them as on every other batch; the comparison above uses the %d images of the other "
+                      "batches." % (", ".join("%s (%d)" % kv for kv in sorted(shut["blocks"].items())), shut["batches"],
+                                    shut["of"], shut["images_compared"]), ""]
     if report.get("artefacts"):
         lines += ["Each artefact loaded in a process that imports only TensorFlow, against the gated model on the "
                   "calibration images (latency on this machine's CPU):", "", "```", artefact_table(report), "```", ""]

@@ -118,3 +118,19 @@ def test_gated_network_trains_without_control_flow_ops():
                  and op.inputs[0].op.name == "epsilon" and not op.name.startswith("epsilon/")]
     assert "SelectV2" in types and not types & CONTROL_FLOW_OPS
     assert sorted(reads) == ["epsilon-summary/ReadVariableOp", "epsilon_value/ReadVariableOp"]  # not one per gate
+
+
+def test_export_compares_only_batches_where_every_kept_gate_was_open():
+    """A kept block whose gate shut on one calibration batch (every image there below ε): the images of that batch
+    are left out of the exact comparison; a removed block does not count, nor does a plain run."""
+    from eps_resnet.prune import kept_gates_closed
+    eps = 1.0
+    maxima = {"flicker": np.array([0.5] * 64 + [0.2] * 63 + [3.0] + [0.1] * 10),  # shut on batch 0 and batch 2
+              "open": np.full(138, 5.0), "removed": np.full(138, 0.1)}
+    agree, shut = kept_gates_closed(138, maxima, eps, discarded=["removed"])
+    assert shut == {"flicker": 2}
+    np.testing.assert_array_equal(agree, [False] * 64 + [True] * 64 + [False] * 10)
+    agree, shut = kept_gates_closed(138, maxima, eps, discarded=["removed", "flicker"])
+    assert agree.all() and shut == {}
+    agree, shut = kept_gates_closed(5, {}, None, discarded=[])
+    assert agree.all() and len(agree) == 5 and shut == {}
