@@ -7,7 +7,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(script, *args, timeout=900, check=False, env=None):
-    cmd = [sys.executable, os.path.join(ROOT, script)] + [str(a) for a in args]
+    """`script` (a path under the repository, or "-m" followed by a module in `args`) with `args`."""
+    cmd = [sys.executable] + ([script] if script == "-m" else [os.path.join(ROOT, script)]) + [str(a) for a in args]
     full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
