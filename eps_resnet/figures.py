@@ -43,6 +43,22 @@ class RunRecords:
     def discarded_at(self, record):
         return {n for n, b in record["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD}
 
+    def collapse(self) -> List[dict]:
+        """Per block discarded at the last record: the epoch its gate closed for good (the first of the epochs it
+        has stayed discarded since), its kernel norm then and at the end, and their ratio (paper Fig. 5)."""
+        if not self.records:
+            return []
+        rows = []
+        for name in (b.name for b in self.plan.blocks if b.name in self.discarded_at(self.records[-1])):
+            closed = len(self.records) - 1
+            while closed > 0 and name in self.discarded_at(self.records[closed - 1]):
+                closed -= 1
+            then = self.records[closed]["blocks"][name]["kernels"]["norm"]
+            end = self.records[-1]["blocks"][name]["kernels"]["norm"]
+            rows.append({"block": name, "closed_epoch": self.records[closed]["epoch"], "norm_closed": then,
+                         "norm_end": end, "ratio": end / then if then else 0.0})
+        return rows
+
 
 def _plt():
     import matplotlib

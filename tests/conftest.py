@@ -11,9 +11,16 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """The README's demo configuration, trained once through the real command line: (logdir, process)."""
+def demo(tmp_path_factory):
+    """`make demo` once, through demo.py: {"plain", "eps", "export": directories, "proc": the process}."""
     from tests.processes import run_script
-    logdir = str(tmp_path_factory.mktemp("demo") / "run")
-    proc = run_script("train_cifar.py", "--demo", "--logdir", logdir, check=True, timeout=1200)
-    return logdir, proc
+    out = str(tmp_path_factory.mktemp("demo") / "demo")
+    proc = run_script("demo.py", "--out", out, check=True, timeout=1800)
+    return {"plain": os.path.join(out, "plain"), "eps": os.path.join(out, "eps"),
+            "export": os.path.join(out, "export"), "proc": proc}
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo):
+    """The demo's ε-ResNet run: (logdir, the demo's process)."""
+    return demo["eps"], demo["proc"]

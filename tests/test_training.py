@@ -20,12 +20,12 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
     logdir, proc = demo_run
     with open(os.path.join(logdir, "stats.json")) as f:
         stats = json.load(f)
-    assert stats[-1]["val_error"] <= 0.10, stats[-1]          # held-out accuracy >= 90%
+    assert stats[-1]["val_error"] <= 0.5, stats[-1]  # the gated model, gates decided per batch (README)
     records = records_by_epoch(logdir)
     last = records[max(records)]
     discarded = [n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD]
     assert 1 <= len(discarded) < len(last["blocks"]), discarded
-    assert "discarded blocks: %d of 6" % len(discarded) in proc.stdout
+    assert "discarded blocks: %d of 15" % len(discarded) in proc.stdout
 
     # the epoch in which the discarded count first rose by the threshold (0.5 in the demo recipe) resets the
     # learning rate to 0.1 for the epoch after it; the block reads as discarded then or one epoch later
@@ -45,28 +45,28 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
 def test_demo_run_files_are_present_and_consistent(demo_run):
     logdir, _ = demo_run
     plan = Plan.load(os.path.join(logdir, "plan.json"))
-    assert plan == cifar_plan(2, num_classes=10)
+    assert plan == cifar_plan(5, num_classes=10, image_size=16)
     with open(os.path.join(logdir, "run.json")) as f:
         run = json.load(f)
     spe = run["steps_per_epoch"]
     records = records_by_epoch(logdir)
-    assert sorted(records) == list(range(1, 9))
+    assert sorted(records) == list(range(1, 31))
     for epoch, r in records.items():
         assert r["global_step"] == epoch * spe
         assert sorted(r["blocks"]) == sorted(plan.block_names)
         assert r["discarded_cnt"] == pytest.approx(sum(b["is_discarded"] for b in r["blocks"].values()))
         assert len(r["blocks"]["res1.0"]["kernels"]["percentiles"]) == 7
     assert os.path.isfile(os.path.join(logdir, "checkpoint"))
-    assert glob.glob(os.path.join(logdir, "model-%d.index" % (8 * spe)))
+    assert glob.glob(os.path.join(logdir, "model-%d.index" % (30 * spe)))
     assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
     with open(os.path.join(logdir, "stats.json")) as f:
         stats = json.load(f)
-    assert [s["epoch_num"] for s in stats] == list(range(1, 9))
+    assert [s["epoch_num"] for s in stats] == list(range(1, 31))
     for key in ("val_error", "val_side_error", "discarded_cnt", "res2.1/is_discarded", "learning_rate"):
         assert key in stats[-1], key
     # the block map and the discard ratio reach TensorBoard as images at every epoch
     events = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
-    assert events.count(b"figures/block_map") >= 8 and b"figures/discard_ratio" in events
+    assert events.count(b"figures/block_map") >= 30 and b"figures/discard_ratio" in events
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
