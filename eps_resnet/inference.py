@@ -7,7 +7,7 @@ Variables keep the training checkpoint's names, so any checkpoint of the same pl
 """
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 from . import UserError
 from .model import EpsResNet, ModelSettings
@@ -67,11 +67,11 @@ def restore(sess, checkpoint: str):
     saver.restore(sess, checkpoint)
 
 
-def check_checkpoint_matches(plan: Plan, checkpoint: str):
+def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = ()):
     """Raise UserError naming the first network variable that the checkpoint lacks or shapes differently.
 
     ε, the side head and training-only variables are not required: a plain or --no-side checkpoint may
-    start a gated run."""
+    start a gated run. `skip`: variables not compared (--load takes no mean image from another data set)."""
     try:
         shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
     except Exception as e:
@@ -81,6 +81,8 @@ def check_checkpoint_matches(plan: Plan, checkpoint: str):
     with net.graph.as_default():
         for v in tfv1.global_variables():
             name = v.op.name
+            if name in skip:
+                continue
             if name not in shapes:
                 raise UserError("checkpoint %s does not match this network: it has no variable %s (another depth "
                                 "or dataset?); load a checkpoint of the same network" % (checkpoint, name))

@@ -204,7 +204,7 @@ def prepare_run(recipe: Recipe, plan: Plan, train_df, towers: int, batch_per_tow
         if load_ckpt is None:
             raise UserError("--load %s: no checkpoint there; pass a model-N prefix, its .index file or a log "
                             "directory" % recipe.load)
-        check_checkpoint_matches(plan, load_ckpt)
+        check_checkpoint_matches(plan, load_ckpt, skip=WeightsInit.NOT_WEIGHTS)
     if resume_ckpt:
         steps_per_epoch = read_settings(logdir)["steps_per_epoch"]
         starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1

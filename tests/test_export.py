@@ -63,7 +63,7 @@ def test_demo_export_layout_is_what_serving_stacks_expect(demo_export):
     _, out, proc = demo_export
     top = sorted(os.listdir(out))
     assert top == sorted(["1", ".eps-resnet-export", "model.tflite", "model_dynamic.tflite", "plan.json",
-                          "report.json", "report.md"]), top
+                          "report.json", "report.md", "figures"]), top  # figures/: drawn there by the demo
     assert sorted(os.listdir(os.path.join(out, "1"))) == ["saved_model.pb", "variables"]
     for d, dirs, files in os.walk(out):  # readable by a serving user, not only by the one who exported
         assert os.stat(d).st_mode & 0o055 == 0o055, d

@@ -163,7 +163,7 @@ def test_existing_run_is_refused_and_untouched(demo_run, tmp_path):
     assert_one_line_error(run_script("train_cifar.py", "--demo", "--logdir", logdir), "already holds a run",
                           "--resume")
     # a checkpoint of another depth: the first variable the checkpoint lacks is named
-    assert_one_line_error(run_script("train_cifar.py", "--demo", "-n", "3", "--load", logdir,
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "-n", "6", "--load", logdir,
                                      "--logdir", str(tmp_path / "new")),
-                          "does not match this network", "res1.2/")
+                          "does not match this network", "res1.5/")
     assert {f: os.path.getmtime(os.path.join(logdir, f)) for f in os.listdir(logdir)} == before

@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import eps_resnet  # noqa: E402,F401
 from eps_resnet import cli  # noqa: E402
-from eps_resnet.data import build_dataflow  # noqa: E402
+from eps_resnet.data import build_dataflow, dataset_info  # noqa: E402
 from eps_resnet.distributed import env_rank  # noqa: E402
 from eps_resnet.recipes import DIGITS_DEMO  # noqa: E402
 from eps_resnet.tfcompat import tfv1  # noqa: E402
@@ -86,7 +86,8 @@ def main():
         adaptive_threshold=1.0, logdir=os.path.join("train_log", "run"), trainer="horovod", resume=args.resume)
     digits = build_dataflow("digits", "train", BATCH)
     data = ZerosAfter(digits, STEPS_PER_EPOCH) if rank == 0 else digits
-    mean = np.zeros((32, 32, 3), np.float32)
+    size = dataset_info("digits").image_size
+    mean = np.zeros((size, size, 3), np.float32)
 
     def run():
         train(recipe, data=(data, None, mean),
