@@ -23,7 +23,7 @@ $(HOROVOD_STAMP): $(STAMP) tools/install_horovod.sh
 
 horovod: $(HOROVOD_STAMP)
 
-# The whole suite (CI's command): about 18 minutes on 2 cores, plus the Horovod build the first time.
+# The whole suite (CI's command): about 15 minutes on 2 cores, plus the Horovod build the first time.
 test: $(STAMP) $(HOROVOD_STAMP)
 	$(PY) -m pytest
 
