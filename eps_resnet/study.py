@@ -135,15 +135,16 @@ def _variant_label(rows, key):
 
 def fig6_depth(rows, plt):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colors = {}
     for key, (xs, ys) in _series(rows, "depth", lambda r: 100 * r["val_error"], _variant).items():
-        ax1.plot(xs, ys, "--s" if key[1] < 0 else "-o", label=_variant_label(rows, key))
+        colors[key] = ax1.plot(xs, ys, "--s" if key[1] < 0 else "-o", label=_variant_label(rows, key))[0].get_color()
     ax1.set_xlabel("depth (layers)")
     ax1.set_ylabel("validation error (%)")
     ax1.set_title("(a) validation error against depth")
     ax1.legend(fontsize=8)
     gated = [r for r in rows if r["epsilon"] is not None]
     for key, (xs, ys) in _series(gated, "depth", lambda r: r["discarded_ratio"], _variant).items():
-        ax2.plot(xs, ys, "-o", label=_variant_label(rows, key))
+        ax2.plot(xs, ys, "-o", color=colors[key], label=_variant_label(rows, key))  # the same colour as in (a)
     ax2.set_ylim(0, 1)
     ax2.set_xlabel("depth (layers)")
     ax2.set_ylabel("ratio of discarded blocks")
