@@ -31,8 +31,10 @@ def main():
     parser.add_argument("--cifar100", action="store_true", help="CIFAR-100 instead of CIFAR-10")
     parser.add_argument("--demo", action="store_true",
                         help="train on scikit-learn's bundled handwritten digits (no download) with demo settings")
+    cli.add_mean_from_flag(parser, base)
     args = parser.parse_args()
-    recipe = cli.recipe_from_args(base, args, num_units=args.num_units, gpus=cli.parse_gpus(args.gpu))
+    recipe = cli.recipe_from_args(base, args, num_units=args.num_units, mean_from=args.mean_from,
+                                  gpus=cli.parse_gpus(args.gpu))
     return cli.run_training(recipe, dry_run=args.dry_run)
 
 

@@ -5,6 +5,7 @@ Examples:
   python train_imagenet.py --data ~/data/imagenet -d 101 -e 2.0 --gpu 0,1,2,3   # batch 256 over 4 GPUs
   python train_imagenet.py --fake -d 50 --gpu 0 --steps-per-epoch 100           # benchmark the graph
   python train_imagenet.py --dry-run -d 152                                     # print the plan and exit
+  python train_imagenet.py --data ~/data/imagenet --aug released --gpu 0,1      # the released code's colour chain
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli
@@ -19,8 +20,13 @@ def main():
     parser = cli.base_parser(__doc__, IMAGENET, network)
     parser.add_argument("--fake", action="store_true", help="synthetic input data, to benchmark the graph")
     parser.add_argument("--image-size", type=int, default=224, help="input size (smaller for quick experiments)")
+    parser.add_argument("--aug", choices=["intended", "released"], default=IMAGENET.imagenet_aug,
+                        help="augmentation and input normalisation: intended (RGB, PCA lighting on [0, 255], "
+                             "cubic resizes), or released (the released code's chain with its quirks; "
+                             "docs/FIDELITY.md)")
     args = parser.parse_args()
     recipe = cli.recipe_from_args(IMAGENET, args, depth=args.depth, fake_data=args.fake, image_size=args.image_size,
+                                  imagenet_aug=args.aug,
                                   gpus=cli.parse_gpus(args.gpu))
     return cli.run_training(recipe, dry_run=args.dry_run)
 

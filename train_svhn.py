@@ -4,7 +4,7 @@
 Examples:
   python train_svhn.py --data ~/data/svhn -n 18 -e 1.5 --gpu 0        # ResNet-110, ε 1.5 (paper Sec. 4)
   python train_svhn.py --data ~/data/svhn --plain -n 18               # baseline, 80 epochs
-  python train_svhn.py --data ~/data/svhn --jitter released           # the released code's colour jitter
+  python train_svhn.py --data ~/data/svhn --jitter released --mean-from all   # the released code's data pipeline
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli
@@ -16,9 +16,12 @@ def main():
         p.add_argument("-n", "--num-units", type=int, default=SVHN.num_units, help="blocks per group, depth 6n+2")
     parser = cli.base_parser(__doc__, SVHN, network)
     parser.add_argument("--jitter", choices=["paper", "released", "none"], default=SVHN.svhn_jitter,
-                        help="colour jitter: the paper's, the released code's, or none")
+                        help="augmentation: paper (40x40 paste, the paper's colour jitter, 32x32 crop), released "
+                             "(the released code's chain, with its Gaussian deformation), none (pad and crop only)")
+    cli.add_mean_from_flag(parser, SVHN)
     args = parser.parse_args()
     recipe = cli.recipe_from_args(SVHN, args, num_units=args.num_units, svhn_jitter=args.jitter,
+                                  mean_from=args.mean_from,
                                   gpus=cli.parse_gpus(args.gpu))
     return cli.run_training(recipe, dry_run=args.dry_run)
 

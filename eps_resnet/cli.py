@@ -14,7 +14,12 @@ from .recipes import TRAINERS, Recipe
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Appends each option's default, unless the option is required or its help already states it."""
+
+    def _get_help_string(self, action):
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.ArgumentParser:
@@ -55,6 +60,12 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
+
+
+def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
+    p.add_argument("--mean-from", choices=["train", "all"], default=recipe.mean_from,
+                   help="images the subtracted mean image is computed from: the training split, or all splits "
+                        "including the test split (the released code; docs/FIDELITY.md)")
 
 
 def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:

@@ -61,10 +61,20 @@ def build_inference_graph(plan: Plan, epsilon: Optional[float] = None, batch: Op
     return InferenceGraph(graph, image, outputs, response_max, eps)
 
 
+# Variables that checkpoints written before they existed lack; such a checkpoint keeps their initial values,
+# which are what that run used (ImageNet's intended normalisation constants).
+OPTIONAL_VARIABLES = ("channel_mean", "channel_std")
+
+
 def restore(sess, checkpoint: str):
     """Restore every variable of the session's graph from `checkpoint`, by name."""
-    saver = tfv1.train.Saver(var_list={v.op.name: v for v in tfv1.global_variables()})
+    in_checkpoint = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    variables = tfv1.global_variables()
+    absent = [v for v in variables if v.op.name in OPTIONAL_VARIABLES and v.op.name not in in_checkpoint]
+    saver = tfv1.train.Saver(var_list={v.op.name: v for v in variables if v not in absent})
     saver.restore(sess, checkpoint)
+    if absent:
+        sess.run(tfv1.variables_initializer(absent))
 
 
 def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = ()):
@@ -81,7 +91,7 @@ def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = 
     with net.graph.as_default():
         for v in tfv1.global_variables():
             name = v.op.name
-            if name in skip:
+            if name in skip or (name in OPTIONAL_VARIABLES and name not in shapes):
                 continue
             if name not in shapes:
                 raise UserError("checkpoint %s does not match this network: it has no variable %s (another depth "

@@ -34,6 +34,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalisation(aug: str = "intended"):
+    """(mean, std) per RGB input channel, for pixels scaled to [0, 1].
+
+    released: the released code fed BGR images but normalised them with these RGB-ordered constants, so its blue
+    channel got the red mean and std. On our RGB images the same numbers are the reversed constants; the first
+    convolution then sees the channels in RGB instead of BGR order, which only permutes its input weights.
+    """
+    if aug == "released":
+        return IMAGENET_MEAN[::-1], IMAGENET_STD[::-1]
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Everything besides the plan that shapes the graph and the optimiser (paper Sec. 3, side supervision; Sec. 4, training)."""
@@ -61,7 +73,8 @@ class ModelSettings:
 class EpsResNet(ModelDesc):
     """A pre-activation ResNet built from `plan`, gated when `settings.epsilon` is not None."""
 
-    def __init__(self, plan: Plan, settings: ModelSettings = ModelSettings(), mean_image=None):
+    def __init__(self, plan: Plan, settings: ModelSettings = ModelSettings(), mean_image=None,
+                 channel_stats=(IMAGENET_MEAN, IMAGENET_STD)):
         self.plan = plan
         self.settings = settings.validate()
         self.gated = settings.epsilon is not None
@@ -74,6 +87,7 @@ class EpsResNet(ModelDesc):
         if mean_image.shape != (size, size, 3):
             raise UserError("mean image has shape %s, the plan expects %s" % (mean_image.shape, (size, size, 3)))
         self.mean_image = mean_image
+        self.channel_stats = channel_stats  # ImageNet: (mean, std), see imagenet_normalisation
 
     # ---- tensorpack interface -----------------------------------------------------------------
     def inputs(self):
@@ -143,7 +157,10 @@ class EpsResNet(ModelDesc):
                 mean = shared_variable("mean_image", self.mean_image)
                 x = (x - mean) * (1.0 / 128)
             else:
-                x = (x * (1.0 / 255) - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+                # variables, so that the checkpoint (and the export) carries the run's choice
+                mean = shared_variable("channel_mean", np.asarray(self.channel_stats[0], np.float32))
+                std = shared_variable("channel_std", np.asarray(self.channel_stats[1], np.float32))
+                x = (x * (1.0 / 255) - mean) / std
             if self.data_format == "channels_first":
                 x = tf.transpose(x, [0, 3, 1, 2])
         return x

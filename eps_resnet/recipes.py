@@ -44,6 +44,8 @@ class Recipe:
     nesterov: bool = False
     side_weight: float = 0.1              # 0: no side supervision
     svhn_jitter: str = "paper"            # SVHN colour jitter: paper, released or none
+    mean_from: str = "train"              # CIFAR/SVHN mean image from the training split, or all splits (released)
+    imagenet_aug: str = "intended"        # ImageNet augmentation and normalisation: intended or released
     image_size: Optional[int] = None      # None: the dataset's (32 or 224)
     # how to run
     data_dir: Optional[str] = None
@@ -119,6 +121,10 @@ class Recipe:
             raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
+        if self.mean_from not in ("train", "all"):
+            raise UserError("--mean-from must be train or all, got %r" % (self.mean_from,))
+        if self.imagenet_aug not in ("intended", "released"):
+            raise UserError("--aug must be intended or released, got %r" % (self.imagenet_aug,))
         if self.trainer not in TRAINERS:
             raise UserError("--trainer %r is not one of %s" % (self.trainer, ", ".join(TRAINERS)))
         if self.trainer == "replicated" and launched_by_horovodrun():
@@ -142,6 +148,7 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
             "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
             "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",
+            "mean_from": "--mean-from", "imagenet_aug": "--aug",
             "fake_data": "--fake", "scale_lr": "--scale-lr", "standard_lr": "standard_lr", "fast_lr": "fast_lr",
             "adaptive_lr": "adaptive_lr", "adaptive_k": "adaptive_k", "adaptive_threshold": "adaptive_threshold",
             "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",

@@ -17,7 +17,7 @@ from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, Learning
 from .distributed import Ranks
 from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
 from .inference import check_checkpoint_matches
-from .model import EpsResNet, ModelSettings
+from .model import EpsResNet, ModelSettings, imagenet_normalisation
 from .schedule import LearningRatePolicy
 from .plan import Plan, cifar_plan, imagenet_plan
 from .recipes import Recipe
@@ -141,7 +141,8 @@ def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bo
     workers = recipe.dataflow_workers()
     if dataset_info(recipe.dataset).in_memory:
         arrays = load_arrays(recipe.dataset, "train", recipe.data_dir)
-        mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0], write_cache=write_cache)
+        mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0], write_cache=write_cache,
+                              mean_from=recipe.mean_from)
         train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=workers,
                                svhn_jitter=recipe.svhn_jitter, arrays=arrays)
         val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir)
@@ -149,8 +150,10 @@ def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bo
     if recipe.gpus and workers < 16:
         logger.warn("ImageNet on GPUs with %d dataflow workers: JPEG decoding may starve the GPUs (tensorpack's "
                     "ImageNet example asks for 16 or more); raise --workers on a machine with more cores" % workers)
-    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=workers, image_size=size)
-    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=workers, image_size=size)
+    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=workers, image_size=size,
+                           imagenet_aug=recipe.imagenet_aug)
+    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=workers, image_size=size,
+                         imagenet_aug=recipe.imagenet_aug)
     return train, val, None
 
 
@@ -293,7 +296,8 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
         logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)
     batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
     train_df, val_df, mean = data or build_data(recipe, plan, batch_per_tower, write_cache=is_chief)
-    model = EpsResNet(plan, model_settings(recipe, on_gpu), mean_image=mean)
+    model = EpsResNet(plan, model_settings(recipe, on_gpu), mean_image=mean,
+                      channel_stats=imagenet_normalisation(recipe.imagenet_aug))
     setup = RankSetup(recipe, plan, towers, train_df, val_df, model)
     if not is_chief:
         return setup, None

@@ -69,6 +69,30 @@ def test_svhn_mat_files(tmp_path):
     assert len(test_images) == 7
 
 
+def test_mean_from_all_splits_as_the_released_data_sets(tmp_path):
+    """--mean-from all: CIFAR train + test, SVHN train + extra + test (tensorpack 0.2's get_per_pixel_mean)."""
+    cifar = tmp_path / "cifar"
+    written = datafiles.write_cifar10(str(cifar))
+    pixels = np.concatenate([data for data, _ in written.values()])  # five batches and the test batch
+    every = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(per_pixel_mean("cifar10", str(cifar), mean_from="all"), every, rtol=1e-6)
+    train_only = per_pixel_mean("cifar10", str(cifar))
+    assert np.abs(train_only - every).max() > 1  # another mean, cached under another name
+    assert {p for p in os.listdir(cifar) if p.endswith(".npy")} == {"eps_resnet_mean_cifar10_all.npy",
+                                                                    "eps_resnet_mean_cifar10.npy"}
+    np.testing.assert_array_equal(per_pixel_mean("cifar10", str(cifar), mean_from="all"),
+                                  np.load(str(cifar / "eps_resnet_mean_cifar10_all.npy")))
+
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    mats = datafiles.write_svhn(str(svhn))
+    X = np.concatenate([mats[name][0] for name in ("train", "test", "extra")], axis=3)
+    np.testing.assert_allclose(per_pixel_mean("svhn", str(svhn), mean_from="all"),
+                               X.transpose(3, 0, 1, 2).astype(np.float64).mean(axis=0), rtol=1e-6)
+    with pytest.raises(UserError, match="--mean-from"):
+        per_pixel_mean("svhn", str(svhn), mean_from="test")
+
+
 @pytest.mark.parametrize("val_flat", [True, False])
 def test_imagenet_folders(tmp_path, val_flat):
     datafiles.write_imagenet(str(tmp_path), val_flat=val_flat)

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from eps_resnet.plan import Plan, cifar_plan
+from eps_resnet.inference import build_inference_graph, check_checkpoint_matches
+from eps_resnet.plan import Plan, cifar_plan, imagenet_plan
+from eps_resnet.tfcompat import tf, tfv1
 from eps_resnet.rundir import DISCARDED_THRESHOLD
 from tests import datafiles
 from tests.processes import ROOT, assert_one_line_error, run_script
@@ -141,11 +143,13 @@ def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):
 
 
 def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
+    """Also: a run with the released augmentation keeps its input normalisation through the export."""
     data = str(tmp_path / "imagenet")
     datafiles.write_imagenet(data, per_class=4)
     logdir = str(tmp_path / "run")
     run_script("train_imagenet.py", "--data", data, "-d", "18", "--image-size", "32", "--batch", "4", "-e", "1e6",
-               "--max-epoch", "1", "--steps-per-epoch", "2", "--workers", "0", "--logdir", logdir, check=True)
+               "--max-epoch", "1", "--steps-per-epoch", "2", "--workers", "0", "--logdir", logdir, "--aug", "released",
+               check=True)
     out = str(tmp_path / "export")
     proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", check=True)
     reduced = Plan.load(os.path.join(out, "plan.json"))
@@ -153,6 +157,31 @@ def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
     b = reduced.block("group1/block0")
     assert not b.residual and b.shortcut == "conv" and b.preact == "both"
     assert "max |logit difference|" in proc.stdout
+    # the released code normalised BGR images with RGB-ordered constants: on RGB images, the reversed constants
+    ckpt = tf.train.load_checkpoint(tf.train.latest_checkpoint(logdir))
+    np.testing.assert_allclose(ckpt.get_tensor("channel_mean"), [0.406, 0.456, 0.485], rtol=1e-6)
+    np.testing.assert_allclose(ckpt.get_tensor("channel_std"), [0.225, 0.224, 0.229], rtol=1e-6)
+    graph = tf.Graph()
+    with graph.as_default(), tfv1.Session(graph=graph) as sess:
+        tfv1.saved_model.loader.load(sess, ["serve"], os.path.join(out, "1"))
+        served = sess.run([v for v in tfv1.global_variables() if v.op.name == "channel_mean"][0])
+    np.testing.assert_allclose(served, [0.406, 0.456, 0.485], rtol=1e-6)
+
+
+def test_imagenet_checkpoint_without_normalisation_variables_restores_the_intended_constants(tmp_path):
+    """Checkpoints written before the normalisation became variables restore with the constants they used."""
+    plan = imagenet_plan(18, num_classes=3, image_size=32)
+    net = build_inference_graph(plan)
+    with net.graph.as_default():
+        keep = [v for v in tfv1.global_variables() if v.op.name not in ("channel_mean", "channel_std")]
+        with tfv1.Session(graph=net.graph) as sess:
+            sess.run(tfv1.global_variables_initializer())
+            old = tfv1.train.Saver(var_list=keep).save(sess, str(tmp_path / "model-1"))
+    check_checkpoint_matches(plan, old)
+    net = build_inference_graph(plan)
+    with net.session(old) as sess, net.graph.as_default():
+        mean = sess.run([v for v in tfv1.global_variables() if v.op.name == "channel_mean"][0])
+    np.testing.assert_allclose(mean, [0.485, 0.456, 0.406], rtol=1e-6)
 
 
 def test_bad_export_requests(demo_export, tmp_path):

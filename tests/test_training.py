@@ -123,6 +123,27 @@ def test_xla_flag_compiles_the_training_graph_on_this_cpu(tmp_path):
     assert os.path.isfile(os.path.join(logdir, "model-3.index"))
 
 
+def test_svhn_with_the_released_data_pipeline(tmp_path):
+    """--jitter released --mean-from all trains on real .mat files; a resume cannot switch the mean image."""
+    import numpy as np
+    import tensorflow as tf
+    from tests import datafiles
+    data = str(tmp_path / "svhn")
+    os.makedirs(data)
+    mats = datafiles.write_svhn(data, sizes=(("train", 20), ("test", 7), ("extra", 12)))
+    logdir = str(tmp_path / "run")
+    args = ["--data", data, "-n", "1", "--batch", "8", "--steps-per-epoch", "2", "--workers", "1", "--logdir", logdir]
+    run_script("train_svhn.py", *args, "--jitter", "released", "--mean-from", "all", "--max-epoch", "1", check=True)
+    every = np.concatenate([X for X, _ in mats.values()], axis=3).transpose(3, 0, 1, 2).astype(np.float64)
+    mean = tf.train.load_checkpoint(os.path.join(logdir, "model-2")).get_tensor("mean_image")
+    np.testing.assert_allclose(mean, every.mean(axis=0), atol=1e-3)
+    with open(os.path.join(logdir, "run.json")) as f:
+        recipe = json.load(f)["recipe"]
+    assert (recipe["svhn_jitter"], recipe["mean_from"]) == ("released", "all")
+    assert_one_line_error(run_script("train_svhn.py", *args, "--jitter", "released", "--max-epoch", "2", "--resume"),
+                          "--mean-from")
+
+
 # ---- command line ------------------------------------------------------------------------------
 def test_dry_runs_print_the_plan():
     out = run_script("train_imagenet.py", "--dry-run", "-d", "152", check=True).stdout

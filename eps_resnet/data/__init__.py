@@ -72,18 +72,38 @@ def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tup
     raise UserError("%s is not an in-memory dataset" % dataset)
 
 
-def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optional[np.ndarray] = None,
-                   write_cache: bool = True) -> np.ndarray:
-    """Mean training image (float32 [S,S,3]), cached once as DIR/eps_resnet_mean_<dataset>.npy.
+MEAN_FROM = ("train", "all")
 
-    CIFAR/SVHN: the per-pixel mean, as the released code. Digits demo: the per-channel mean (see below).
+
+def mean_image_of(arrays) -> np.ndarray:
+    """The per-pixel mean (float32 [S,S,3]) of several uint8 image arrays together, summed in slices: SVHN's
+    630,000 images would take 15 GB as one float64 array."""
+    total, count = 0.0, 0
+    for images in arrays:
+        for i in range(0, len(images), 10000):
+            total = total + images[i:i + 10000].sum(axis=0, dtype=np.float64)
+        count += len(images)
+    return (total / count).astype(np.float32)
+
+
+def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optional[np.ndarray] = None,
+                   write_cache: bool = True, mean_from: str = "train") -> np.ndarray:
+    """Mean image (float32 [S,S,3]), cached as DIR/eps_resnet_mean_<dataset>.npy (`_all` with mean_from 'all').
+
+    mean_from 'train': the training split (CIFAR train; SVHN train + extra). 'all': every split, as the released
+    code's tensorpack 0.2 data sets (CIFAR train + test; SVHN train + extra + test).
+    CIFAR/SVHN: the per-pixel mean. Digits demo: the per-channel mean (see below).
+    `images`: the training split, already loaded.
 
     The cache is written atomically; a read-only data directory just means it is recomputed each time.
     `write_cache=False` only reads it (Horovod ranks other than 0 write nothing).
     """
     if dataset == "imagenet":
         raise UserError("ImageNet uses a fixed channel mean/std, not a per-pixel mean")
-    cache = os.path.join(data_dir, "eps_resnet_mean_%s.npy" % dataset) if data_dir and dataset != "digits" else None
+    if mean_from not in MEAN_FROM:
+        raise UserError("--mean-from must be one of %s, got %r" % (", ".join(MEAN_FROM), mean_from))
+    name = "eps_resnet_mean_%s%s.npy" % (dataset, "_all" if mean_from == "all" else "")
+    cache = os.path.join(data_dir, name) if data_dir and dataset != "digits" else None
     if cache and os.path.isfile(cache):
         try:
             mean = np.load(cache)
@@ -93,7 +113,8 @@ def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optiona
             pass  # damaged cache: recompute and replace it
     if images is None:
         images, _ = load_arrays(dataset, "train", data_dir)
-    mean = images.astype(np.float64).mean(axis=0).astype(np.float32)
+    splits = [images] + ([load_arrays(dataset, "test", data_dir)[0]] if mean_from == "all" else [])
+    mean = mean_image_of(splits)
     if dataset == "digits":
         # Centred strokes make the per-pixel mean a sharp blob that shifted training crops do not line up
         # with; BatchNorm's moving statistics then learn a larger spread than clean test images have.
@@ -110,7 +131,8 @@ def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optiona
     return mean
 
 
-def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter: str = "paper") -> list:
+def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter: str = "paper",
+                     imagenet_aug: str = "intended") -> list:
     if dataset in ("cifar10", "cifar100"):
         return augment.cifar_train_augmentors(flip=True)
     if dataset == "digits":
@@ -118,12 +140,12 @@ def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter
         return augment.cifar_train_augmentors(flip=False, size=digits.IMAGE_SIZE, pad=digits.MARGIN)
     if dataset == "svhn":
         return augment.svhn_train_augmentors(svhn_jitter)
-    return augment.imagenet_train_augmentors(image_size or 224)
+    return augment.imagenet_train_augmentors(image_size or 224, imagenet_aug)
 
 
-def val_augmentors(dataset: str, image_size: Optional[int] = None) -> list:
+def val_augmentors(dataset: str, image_size: Optional[int] = None, imagenet_aug: str = "intended") -> list:
     if dataset == "imagenet":
-        return augment.imagenet_val_augmentors(image_size or 224)
+        return augment.imagenet_val_augmentors(image_size or 224, imagenet_aug)
     return []
 
 
@@ -180,7 +202,7 @@ def check_some_images_decode(items: List[Tuple[str, int]], folder: str, samples:
 
 
 def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional[str] = None, workers: int = 0,
-                   image_size: Optional[int] = None, svhn_jitter: str = "paper",
+                   image_size: Optional[int] = None, svhn_jitter: str = "paper", imagenet_aug: str = "intended",
                    shuffle=None, arrays=None):
     """A DataFlow of [images uint8 [B,H,W,3], labels int32 [B]] batches.
 
@@ -196,7 +218,8 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
     if batch_size < 1:
         raise UserError("batch size must be >= 1, got %r" % (batch_size,))
     shuffle = training if shuffle is None else shuffle
-    augs = train_augmentors(dataset, image_size, svhn_jitter) if training else val_augmentors(dataset, image_size)
+    augs = (train_augmentors(dataset, image_size, svhn_jitter, imagenet_aug) if training
+            else val_augmentors(dataset, image_size, imagenet_aug))
 
     if info.in_memory:
         images, labels = arrays if arrays is not None else load_arrays(dataset, split, data_dir)
@@ -234,5 +257,5 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
     return BatchData(SkipUnreadable(ds, split), batch_size, remainder=not training)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",
+__all__ = ["DATASETS", "MEAN_FROM", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",
            "load_arrays", "per_pixel_mean", "train_augmentors", "val_augmentors"]
