@@ -6,10 +6,14 @@ and the first steps. Cases: ResNet-110 (n=18) and the 752-layer network (n=125) 
 two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times and the ratios
 n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times 54) and 2 towers / 1 tower (target <= 2).
 
+Then the cost of Grappler, which training switches off on machines without GPUs: n=18 start-up with it on, and
+the steady-state time of 40 steps of batch 32 (ResNet-110, the third of three epochs) with it on and off.
+
     python bench/startup.py [--deep 125] [--shallow 18]
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,36 +22,49 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_case(n, towers):
-    """Wall time of one short training process (seconds)."""
+def run_case(n, towers, grappler="default", steady=False):
+    """Wall time of one short training process (seconds), or with `steady` the last epoch's time."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, os.path.abspath(__file__), "--case", str(n), str(towers), os.path.join(tmp, "run")]
+        cmd = [sys.executable, os.path.abspath(__file__), "--case", str(n), str(towers), os.path.join(tmp, "run"),
+               grappler, "steady" if steady else "startup"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
         elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit("startup bench: the n=%d, %d-tower case failed:\n%s" % (n, towers, proc.stderr[-3000:]))
+    if steady:
+        epochs = re.findall(r"Epoch 3 \(global_step \d+\) finished, time:([\d.]+)", proc.stdout + proc.stderr)
+        return float(epochs[-1])
     return elapsed
 
 
-def train_case(n, towers, logdir):
+def train_case(n, towers, logdir, grappler, kind):
     import dataclasses
     import eps_resnet  # noqa: F401
+    from eps_resnet import training
     from eps_resnet.recipes import DIGITS_DEMO
-    from eps_resnet.training import train
-    recipe = dataclasses.replace(DIGITS_DEMO, num_units=n, batch=8, steps_per_epoch=2, max_epoch=1,
-                                 gpus=tuple(range(towers)) if towers > 1 else (), logdir=logdir)
-    train(recipe)
+    if grappler == "on":  # what a machine with GPUs runs
+        plain_creator = training.session_creator
+
+        def with_grappler(recipe):
+            creator = plain_creator(recipe)
+            creator.config.graph_options.rewrite_options.disable_meta_optimizer = False
+            return creator
+        training.session_creator = with_grappler
+    shape = dict(batch=8, steps_per_epoch=2, max_epoch=1) if kind == "startup" else \
+        dict(batch=32, steps_per_epoch=40, max_epoch=3)
+    training.train(dataclasses.replace(DIGITS_DEMO, num_units=n, gpus=tuple(range(towers)) if towers > 1 else (),
+                                       logdir=logdir, **shape))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shallow", type=int, default=18, help="blocks per group of the shallow case (default: 18)")
     p.add_argument("--deep", type=int, default=125, help="blocks per group of the deep case (default: 125)")
-    p.add_argument("--case", nargs=3, metavar=("N", "TOWERS", "LOGDIR"), help=argparse.SUPPRESS)
+    p.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        return train_case(int(args.case[0]), int(args.case[1]), args.case[2])
+        return train_case(int(args.case[0]), int(args.case[1]), *args.case[2:])
 
     times = {}
     for n, towers in ((args.shallow, 1), (args.deep, 1), (args.shallow, 2)):
@@ -58,6 +75,13 @@ def main():
           % (args.deep, args.shallow, depth_ratio, args.deep / args.shallow))
     print("start-up 2 towers / 1 tower at n=%d: %.2f  (target <= 2)"
           % (args.shallow, times[args.shallow, 2] / times[args.shallow, 1]))
+
+    with_grappler = run_case(args.shallow, 1, grappler="on")
+    print("start-up n=%d with Grappler / without: %.2f  (%.1f s / %.1f s)"
+          % (args.shallow, with_grappler / times[args.shallow, 1], with_grappler, times[args.shallow, 1]), flush=True)
+    steady = {mode: run_case(args.shallow, 1, grappler=mode, steady=True) for mode in ("on", "default")}
+    print("steady-state 40 steps at n=%d, with Grappler / without: %.2f  (%.2f s / %.2f s)"
+          % (args.shallow, steady["on"] / steady["default"], steady["on"], steady["default"]))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ _tp_export.graph_util = tfv1.graph_util
 # ResNet-110. TensorFlow 1, which tensorpack was written for, compared tensors by identity; restoring that
 # makes the same checks cost nothing and leaves graph-mode behaviour unchanged.
 tfv1.disable_tensor_equality()
+# That still leaves a Python-level __hash__ and __eq__ on every variable, called about 30 million times while the
+# 752-layer network is built (tf-keras turns the global variables into a set on each add_weight). With tensor
+# equality off they are object identity, which is exactly what object's own C-level methods compute.
+from tensorflow.python.ops import variables as _variables  # noqa: E402
+
+_variables.Variable.__hash__ = object.__hash__
+_variables.Variable.__eq__ = object.__eq__
+_variables.Variable.__ne__ = object.__ne__
 
 # tensorpack's HorovodTrainer calls tf.global_variables(), which TensorFlow 2 keeps only under compat.v1.
 if not hasattr(tf, "global_variables"):
