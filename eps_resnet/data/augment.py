@@ -53,17 +53,6 @@ class PaperColorJitter(PhotometricAugmentor):
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)  # +0.5: round to nearest
 
 
-class ReleasedRandomCrop(imgaug.RandomCrop):
-    """tensorpack 0.2's RandomCrop, used by the released code: the offset is drawn from [0, diff), so the last
-    position is never taken (a 32x32 crop of 40x40 starts at 0..7, not 0..8)."""
-
-    def get_transform(self, img):
-        dh, dw = img.shape[0] - self.crop_shape[0], img.shape[1] - self.crop_shape[1]
-        h0 = self.rng.randint(dh) if dh else 0
-        w0 = self.rng.randint(dw) if dw else 0
-        return CropTransform(h0, w0, self.crop_shape[0], self.crop_shape[1])
-
-
 class ReleasedSvhnAugment(PhotometricAugmentor):
     """The released code's SVHN training chain (svhnEpsilonResnet.py, on tensorpack 0.2), from the 32x32 image
     to the 32x32 crop: paste into a 40x40 float canvas of zeros; add one brightness offset in [-10, 10] and clip
