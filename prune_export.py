@@ -14,6 +14,7 @@ Examples:
   python prune_export.py LOGDIR --out EXPORT --quantize dynamic     # also model_dynamic.tflite (int8 weights)
   python prune_export.py LOGDIR --out EXPORT --version 2            # add EXPORT/2/ to an earlier export
   python prune_export.py LOGDIR --out EXPORT --baseline PLAIN_LOGDIR  # also the plain ResNet's error, same images
+  python prune_export.py LOGDIR --out EXPORT --epsilon 9.5          # a point of the ε frontier (eps_resnet.frontier)
 """
 import argparse
 import sys
@@ -43,6 +44,10 @@ def main():
     p.add_argument("--baseline", metavar="PLAIN_LOGDIR", default=None,
                    help="log directory of a plain run (--plain) on the same data: its validation error on the same "
                         "held-out images goes into the report as baseline_val_error")
+    p.add_argument("-e", "--epsilon", type=float, default=None, metavar="EPS",
+                   help="export at a larger ε than the trained one (a point of python -m eps_resnet.frontier): also "
+                        "remove the blocks whose largest calibration response is below it; the export is verified "
+                        "against that reduced network and the report gives the error change (default: the trained ε)")
     args = p.parse_args()
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
@@ -51,7 +56,7 @@ def main():
         report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
                         calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
                         force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize,
-                        baseline=args.baseline)
+                        baseline=args.baseline, epsilon=args.epsilon)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ Examples:
   python train_cifar.py --data ~/data/cifar --plain -n 18             # baseline, 200 epochs
   python train_cifar.py --demo                                         # bundled digits, a few minutes on CPU
   python train_cifar.py --dry-run -n 125                               # print the 752-layer plan and exit
+  python train_cifar.py --data ~/data/cifar -n 4 --width 10 -e 2.5     # wide ResNet WRN-28-10, gated
 """
 import argparse
 
@@ -25,15 +26,13 @@ def main():
         raise UserError("--demo trains on the bundled digits; drop --cifar100")
     base = DIGITS_DEMO if chosen.demo else (CIFAR100 if chosen.cifar100 else CIFAR10)
 
-    def network(p):
-        p.add_argument("-n", "--num-units", type=int, default=base.num_units, help="blocks per group, depth 6n+2")
-    parser = cli.base_parser(__doc__, base, network)
+    parser = cli.base_parser(__doc__, base, cli.cifar_network_flags(base))
     parser.add_argument("--cifar100", action="store_true", help="CIFAR-100 instead of CIFAR-10")
     parser.add_argument("--demo", action="store_true",
                         help="train on scikit-learn's bundled handwritten digits (no download) with demo settings")
     cli.add_mean_from_flag(parser, base)
     args = parser.parse_args()
-    recipe = cli.recipe_from_args(base, args, num_units=args.num_units, mean_from=args.mean_from,
+    recipe = cli.recipe_from_args(base, args, mean_from=args.mean_from,
                                   gpus=cli.parse_gpus(args.gpu))
     return cli.run_training(recipe, dry_run=args.dry_run)
 

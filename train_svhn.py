@@ -12,15 +12,13 @@ from eps_resnet.recipes import SVHN
 
 
 def main():
-    def network(p):
-        p.add_argument("-n", "--num-units", type=int, default=SVHN.num_units, help="blocks per group, depth 6n+2")
-    parser = cli.base_parser(__doc__, SVHN, network)
+    parser = cli.base_parser(__doc__, SVHN, cli.cifar_network_flags(SVHN))
     parser.add_argument("--jitter", choices=["paper", "released", "none"], default=SVHN.svhn_jitter,
                         help="augmentation: paper (40x40 paste, the paper's colour jitter, 32x32 crop), released "
                              "(the released code's chain, with its Gaussian deformation), none (pad and crop only)")
     cli.add_mean_from_flag(parser, SVHN)
     args = parser.parse_args()
-    recipe = cli.recipe_from_args(SVHN, args, num_units=args.num_units, svhn_jitter=args.jitter,
+    recipe = cli.recipe_from_args(SVHN, args, svhn_jitter=args.jitter,
                                   mean_from=args.mean_from,
                                   gpus=cli.parse_gpus(args.gpu))
     return cli.run_training(recipe, dry_run=args.dry_run)

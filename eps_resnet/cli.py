@@ -62,6 +62,18 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     return p
 
 
+def cifar_network_flags(recipe: Recipe):
+    """The network flags of the CIFAR-style scripts (CIFAR, SVHN, the digits): -n/--num-units and --width."""
+    def add(p: argparse.ArgumentParser):
+        p.add_argument("-n", "--num-units", type=int, default=recipe.num_units,
+                       help="blocks per group: depth 6n+2 (ResNet-110: 18, the 752-layer network: 125)")
+        p.add_argument("--width", type=int, default=recipe.width, metavar="K",
+                       help="channel multiplier: K > 1 gives the wide residual network WRN-(6n+4)-K, every block "
+                            "gated (WRN-28-10: -n 4 --width 10, 36.5 M parameters), with 1x1 convolution shortcuts "
+                            "where the channel count changes")
+    return add
+
+
 def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
     p.add_argument("--mean-from", choices=["train", "all"], default=recipe.mean_from,
                    help="images the subtracted mean image is computed from: the training split, or all splits "
@@ -97,6 +109,8 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
                    max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
     if args.no_side:
         changes["side_weight"] = 0.0
+    if getattr(args, "num_units", None) is not None:  # the CIFAR-style scripts (cifar_network_flags)
+        changes.update(num_units=args.num_units, width=args.width)
     if args.xla and "tensorflow" not in sys.modules:
         # auto-clustering of CPU ops (GPU ops need nothing more); TensorFlow reads the flag when it loads
         flags = os.environ.get("TF_XLA_FLAGS", "")
@@ -118,9 +132,9 @@ def plan_table(plan: Plan, gated: bool) -> str:
     rows.append(["total", len(plan.blocks), len(plan.blocks) if gated else 0, "", "",
                  "%.3f M" % (plan.num_params / 1e6), "%.3f G" % (plan.flops / 1e9)])
     table = tabulate(rows, headers=["", "blocks", "gated", "channels", "map", "parameters", "FLOPs (MAC)"])
-    head = ("%s network, depth %d, %d gated blocks, %.2f M parameters (+%d side-head parameters in training), "
-            "%.3f G multiply-accumulates per image"
-            % (plan.style, plan.full_depth, len(plan.blocks) if gated else 0, plan.num_params / 1e6,
+    head = ("%s (%s style), %d weight layers, %d gated blocks, %.2f M parameters (+%d side-head parameters in "
+            "training), %.3f G multiply-accumulates per image"
+            % (plan.title, plan.style, plan.full_depth, len(plan.blocks) if gated else 0, plan.num_params / 1e6,
                plan.side_params, plan.flops / 1e9))
     return head + "\n" + table
 

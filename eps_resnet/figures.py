@@ -60,7 +60,7 @@ class RunRecords:
         return rows
 
 
-def _plt():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -194,7 +194,7 @@ def error_curves(runrec, ax):
 
 def draw(name: str, runrec: "RunRecords", export_report: Optional[dict] = None):
     """A matplotlib Figure of `name` (one of FIGURES)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10 if name == "block_map" else 8, 4 if name == "block_map" else 5))
     if name == "block_map":
         block_map(runrec, ax, export_report)
@@ -214,8 +214,16 @@ def figure_png(fig):
     """The figure as an RGB uint8 array (for TensorBoard image summaries)."""
     fig.canvas.draw()
     img = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
-    _plt().close(fig)
+    pyplot().close(fig)
     return img
+
+
+def save_figure(fig, path: str):
+    """Write `fig` as a PNG at `path` in one step (a reader never sees half a file), then close it."""
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    pyplot().close(fig)
+    os.replace(tmp, path)
 
 
 def write_figures(logdir: str, out_dir: str, export_report: Optional[dict] = None, log=print) -> List[str]:
@@ -229,12 +237,8 @@ def write_figures(logdir: str, out_dir: str, export_report: Optional[dict] = Non
         if name != "error_curves" and not runrec.records:
             log("skipping %s: no discard records (a plain run, or no finished epoch)" % name)
             continue
-        fig = draw(name, runrec, export_report)
         path = os.path.join(out_dir, name + ".png")
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=100)
-        _plt().close(fig)
-        os.replace(tmp, path)
+        save_figure(draw(name, runrec, export_report), path)
         written.append(path)
     return written
 

@@ -168,6 +168,18 @@ class Plan:
         return 2 + sum(b.num_layers for b in self.blocks)
 
     @property
+    def width(self) -> int:
+        """Channel multiplier of a CIFAR-style network (1: the paper's ResNet; k > 1: WRN-(6n+4)-k)."""
+        return self.blocks[0].out_channels // 16 if self.style == CIFAR_STYLE else 1
+
+    @property
+    def title(self) -> str:
+        """ResNet-110, ResNet-101, or WRN-28-10 (WRN depths count the conv shortcuts, as their paper does)."""
+        if self.width > 1:
+            return "WRN-%d-%d" % (self.full_depth + 2, self.width)
+        return "ResNet-%d" % self.full_depth
+
+    @property
     def head_channels(self) -> int:
         return self.blocks[-1].out_channels
 
@@ -252,25 +264,40 @@ class Plan:
             raise UserError("%s not found; a training log directory holds plan.json" % path)
 
 
-def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32) -> Plan:
-    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN; the digits demo: 16×16)."""
+def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32, width: int = 1) -> Plan:
+    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN; the digits demo: 16×16).
+
+    `width` k > 1 gives the wide residual network WRN-(6n+4)-k of Zagoruyko & Komodakis (2016): groups of 16k,
+    32k and 64k channels after the 16-channel stem (WRN-28-10 is n=4, k=10). Where a block changes the channel
+    count it has a 1×1 convolution shortcut (stride 1 or 2) fed, like its residual branch, by the block's
+    BN+ReLU, as in the WRN paper's code: zero-padding 16 channels up to 160 would leave nine tenths of the
+    shortcut's channels empty, and the conv shortcuts are part of the published parameter counts (36.5 M). With
+    k = 1 the network is the paper's CIFAR ResNet: parameter-free shortcuts (2×2 average pool, zero padding).
+    """
     if not isinstance(n, int) or n < 1:
         raise UserError("number of blocks per group must be an integer >= 1, got %r" % (n,))
+    if not isinstance(width, int) or width < 1:
+        raise UserError("width must be an integer >= 1, got %r" % (width,))
     if num_classes < 2:
         raise UserError("num_classes must be >= 2, got %r" % (num_classes,))
     blocks = []
     size, channels = image_size, 16
-    for g, width in enumerate((16, 32, 64), start=1):
+    for g, group_width in enumerate((16, 32, 64), start=1):
+        out = group_width * width
         for k in range(n):
             stride = 2 if (g > 1 and k == 0) else 1
             first_of_net = g == 1 and k == 0
+            if width > 1 and channels != out:
+                preact = PREACT_NONE if first_of_net else PREACT_BOTH
+                shortcut = SHORTCUT_CONV
+            else:
+                preact = PREACT_NONE if first_of_net else PREACT_RESIDUAL
+                shortcut = SHORTCUT_POOL_PAD if stride == 2 else SHORTCUT_IDENTITY
             blocks.append(Block(
                 name="res%d.%d" % (g, k), group=g, index=k, kind="basic",
-                in_channels=channels, mid_channels=width, out_channels=width,
-                stride=stride, in_size=size,
-                preact=PREACT_NONE if first_of_net else PREACT_RESIDUAL,
-                shortcut=SHORTCUT_POOL_PAD if stride == 2 else SHORTCUT_IDENTITY))
-            size, channels = -(-size // stride), width
+                in_channels=channels, mid_channels=out, out_channels=out,
+                stride=stride, in_size=size, preact=preact, shortcut=shortcut))
+            size, channels = -(-size // stride), out
     return Plan(style=CIFAR_STYLE, num_classes=num_classes, image_size=image_size, stem_channels=16,
                 blocks=tuple(blocks), side_block="res2.%d" % (n // 2))
 

@@ -144,6 +144,29 @@ def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = CALIBRATION_BA
     return logits, maxima, epsilon
 
 
+def network_logits(plan: Plan, checkpoint: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> np.ndarray:
+    """Logits [N, C] of the plain network of `plan` (a reduced plan: its removed blocks are shortcuts) on `images`."""
+    net = build_inference_graph(plan, image_shape=images.shape[1:])
+    with net.session(checkpoint) as sess:
+        return np.concatenate([sess.run(net.logits, {net.image: images[i:i + batch_size]})
+                               for i in range(0, len(images), batch_size)])
+
+
+def check_export_epsilon(epsilon: Optional[float], run: RunInfo, criterion: str, trained: Optional[float] = None):
+    """A UserError unless `epsilon` (prune_export --epsilon, a frontier point) can be exported from `run`; with the
+    `trained` ε (read from the checkpoint by the calibration pass), also unless it is at least that."""
+    if epsilon is None:
+        return
+    if not run.gated:
+        raise UserError("--epsilon applies to ε-ResNet runs; this is a plain ResNet run (no gates): drop --epsilon")
+    if criterion != "calibration":
+        raise UserError("--epsilon removes blocks by their calibration responses; drop --criterion %s" % criterion)
+    if trained is not None and not epsilon >= trained:
+        raise UserError("--epsilon %g is below the run's trained ε %g, where the gated model already shuts more blocks; "
+                        "pass a value of at least %g (python -m eps_resnet.frontier lists useful ones)"
+                        % (epsilon, trained, trained))
+
+
 def load_baseline(baseline_logdir: str, run: RunInfo) -> RunInfo:
     """The plain run to compare with (its newest checkpoint), after checking that it is plain and on the same data."""
     base = load_run(baseline_logdir)
@@ -326,12 +349,16 @@ def remove_stale_staging(parent: str):
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
            calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
            measure: bool = True, version: int = 1, quantize: Optional[str] = None, baseline: Optional[str] = None,
-           log=print) -> dict:
+           epsilon: Optional[float] = None, log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
 
     `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
     `model_dynamic.tflite` with quantize="dynamic"), plan.json, report.md and report.json beside it. An existing
-    export is replaced with `force`, or keeps its other versions when `version` is new to it."""
+    export is replaced with `force`, or keeps its other versions when `version` is new to it.
+
+    `epsilon` above the trained ε exports a point of the ε frontier (eps_resnet.frontier): the blocks whose largest
+    calibration response stays below it are removed too. That changes the function, so the artefacts are verified
+    against the reduced network computed here, and the report gives the measured error change."""
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
     if quantize not in TFLITE_FILES:
@@ -346,6 +373,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     out = check_output(out, logdir, force or adding)
     run = load_run(logdir, checkpoint)
     base = load_baseline(baseline, run) if baseline else None
+    check_export_epsilon(epsilon, run, criterion)
     if criterion == "ema" and run.record is None:
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
@@ -355,8 +383,11 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         snapshot_checkpoint(run, os.path.join(staging, ".checkpoint"))
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
-        gated_logits, maxima, epsilon = calibrate(run, images)
-        discarded, evidence = blocks_to_remove(run, maxima, epsilon, criterion)
+        gated_logits, maxima, trained_epsilon = calibrate(run, images)
+        check_export_epsilon(epsilon, run, criterion, trained_epsilon)
+        above = epsilon is not None and epsilon > trained_epsilon
+        threshold = epsilon if above else trained_epsilon
+        discarded, evidence = blocks_to_remove(run, maxima, threshold, criterion)
         reduced = run.plan.without(discarded)
         saved_model = os.path.join(staging, str(version))
         write_saved_model(reduced, run.checkpoint, saved_model, images.shape[1:])
@@ -367,15 +398,21 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             write_tflite(saved_model, path, q)
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
                                                                                  os.path.basename(run.checkpoint)),
-                  "criterion": criterion, "epsilon": epsilon, "gated": run.gated, "discarded": discarded,
+                  "criterion": criterion, "epsilon": trained_epsilon, "gated": run.gated, "discarded": discarded,
                   "evidence": evidence, "calibration_images": int(len(images)), "version": version}
         if base:
             report.update(baseline_report(base, images, labels))
+        if above:
+            report["export_epsilon"] = epsilon
         if verify:
             with tempfile.TemporaryDirectory(dir=staging) as work:
                 results = standalone_results(saved_model, tflite, images, work)
             report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
-            agree, shut = kept_gates_closed(len(images), maxima, epsilon, discarded)
+            if above:  # the reference is the reduced network itself: the removed blocks' responses were not zero
+                gated_logits = network_logits(reduced, run.checkpoint, images)
+                agree, shut = np.ones(len(images), bool), {}
+            else:
+                agree, shut = kept_gates_closed(len(images), maxima, trained_epsilon, discarded)
             if not agree.any():
                 raise ExportVerificationFailed(
                     "on every calibration batch some kept block's gate was shut (%s), so the reduced network cannot be "
@@ -387,17 +424,20 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version), agree)
             report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
             report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
+            if above:
+                report["error_change"] = report["val_error_export"] - report["val_error_gated"]
             for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
                 a = report["artefacts"][name]
                 if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
                     raise ExportVerificationFailed(
                         "the reduced network (%s) does not reproduce the gated model on the calibration images (top-1 "
-                        "agreement %.4f, max |logit diff| %.3g > %g); a removed block's gate must have opened on some "
-                        "batch: nothing was exported"
-                        % (name, a["top1_agreement"], a["max_abs_diff"], MAX_ABS_DIFF))
+                        "agreement %.4f, max |logit diff| %.3g > %g); %s: nothing was exported"
+                        % (name, a["top1_agreement"], a["max_abs_diff"], MAX_ABS_DIFF,
+                           "the artefact does not compute the reduced network" if above else
+                           "a removed block's gate must have opened on some batch"))
         report.update(size_report(run.plan, reduced, saved_model, staging))
         if measure:
-            report.update(speed_report(run, reduced, images.shape[1:], epsilon))
+            report.update(speed_report(run, reduced, images.shape[1:], trained_epsilon))
         from .report import write_export_report
         write_export_report(report, run.plan, reduced, staging)
         atomic_write_text(os.path.join(staging, EXPORT_MARKER), json.dumps({"exported_from": report["logdir"]}) + "\n")

@@ -26,6 +26,7 @@ IMAGENET_LR: Schedule = ((0, 0.1), (30, 0.01), (60, 0.001), (85, 1e-4), (95, 1e-
 class Recipe:
     dataset: str                          # cifar10, cifar100, svhn, imagenet, digits
     num_units: int = 18                   # blocks per group, CIFAR-style networks (depth 6n+2)
+    width: int = 1                        # channel multiplier of CIFAR-style networks (k > 1: WRN-(6n+4)-k)
     depth: int = 101                      # ImageNet depth (18, 34, 50, 101, 152)
     epsilon: Optional[float] = 2.5        # None: plain pre-activation ResNet (no gates)
     epsilon_start_epoch: int = 0          # ε is 0 (gates open) until this epoch ends
@@ -87,6 +88,8 @@ class Recipe:
 
     def run_name(self):
         net = "resnet%d" % self.depth if self.style == "imagenet" else "n%d" % self.num_units
+        if self.style != "imagenet" and self.width > 1:
+            net += "-w%d" % self.width
         variant = "plain" if self.plain else "eps%g" % self.epsilon
         return "%s-%s-%s" % (self.dataset, net, variant)
 
@@ -113,6 +116,8 @@ class Recipe:
             raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
         if self.num_units < 1:
             raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
+        if self.width < 1:
+            raise UserError("--width must be >= 1, got %r" % (self.width,))
         if self.workers is not None and self.workers < 0:
             raise UserError("--workers must be >= 0 (0: load data in the training process), got %r" % (self.workers,))
         if self.batch < 1:
@@ -144,7 +149,7 @@ class Recipe:
 
 
 # What a --resume must not change (the flag that sets it, or the recipe field), and what it may.
-_SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units",
+_SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units", "width": "--width",
             "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
             "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
             "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",

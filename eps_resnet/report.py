@@ -93,15 +93,25 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
                   "network.", ""]
     else:
         lines += ["Discarded %d of %d blocks (criterion: %s, ε = %g). Compression ratio %.2f (layers %d -> %d)."
-                  % (len(report["discarded"]), len(plan.blocks), report["criterion"], report["epsilon"],
-                     report["compression_ratio"], report["layers_before"], report["layers_after"]), ""]
+                  % (len(report["discarded"]), len(plan.blocks), report["criterion"],
+                     report.get("export_epsilon", report["epsilon"]), report["compression_ratio"],
+                     report["layers_before"], report["layers_after"]), ""]
+        if "export_epsilon" in report:
+            lines += ["Exported at ε = %g, above the trained ε = %g: the blocks whose largest calibration response lies "
+                      "between the two were removed although their responses were not zero, which changes the function"
+                      "%s. Retraining at this ε (--load LOGDIR -e %g) lets the network adapt to the removal."
+                      % (report["export_epsilon"], report["epsilon"],
+                         "" if "error_change" not in report else
+                         ": validation error %.2f%% (gated model) -> %.2f%% (export), %+.2f points"
+                         % (100 * report["val_error_gated"], 100 * report["val_error_export"],
+                            100 * report["error_change"]), report["export_epsilon"]), ""]
     if "baseline_val_error" in report and "val_error_export" in report:
         lines += [comparison_line(report), ""]
     lines += ["```", group_table(plan, reduced), "```", "", "```", summary_table(report), "```", ""]
     if "verification" in report:
         v = report["verification"]
-        lines += ["Verification against the gated checkpoint on the calibration images: max |logit difference| "
-                  "%.3g, top-1 agreement %.2f%%." % (v["max_abs_diff"], 100 * v["top1_agreement"]), ""]
+        lines += ["Verification against the %s on the calibration images: max |logit difference| %.3g, top-1 "
+                  "agreement %.2f%%." % (_reference(report), v["max_abs_diff"], 100 * v["top1_agreement"]), ""]
         shut = report.get("gates_shut_on_kept_blocks", {})
         if shut.get("blocks"):
             lines += ["The gated model decides each gate per batch of 64 images. The gates of kept blocks %s were shut "
@@ -110,14 +120,22 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
                       "batches." % (", ".join("%s (%d)" % kv for kv in sorted(shut["blocks"].items())), shut["batches"],
                                     shut["of"], shut["images_compared"]), ""]
     if report.get("artefacts"):
-        lines += ["Each artefact loaded in a process that imports only TensorFlow, against the gated model on the "
-                  "calibration images (latency on this machine's CPU):", "", "```", artefact_table(report), "```", ""]
+        lines += ["Each artefact loaded in a process that imports only TensorFlow, against the %s on the calibration "
+                  "images (latency on this machine's CPU):" % _reference(report), "", "```", artefact_table(report),
+                  "```", ""]
     if "latency_b64" in report:
         lines += ["Measured speedup at batch 64: %.2fx (ideal from FLOPs: %.2fx, ratio %.2f)."
                   % (report["latency_b64"]["speedup"], report["ideal_speedup"],
                      report["latency_b64"]["speedup"] / report["ideal_speedup"]), ""]
     lines += ["## Evidence per block", "", "```", evidence_table(report), "```", ""]
     return "\n".join(lines)
+
+
+def _reference(report: dict) -> str:
+    """What the export's artefacts were compared with."""
+    if "export_epsilon" in report:
+        return "reduced network computed in the exporting process (ε above the trained one)"
+    return "gated checkpoint"
 
 
 def write_export_report(report: dict, plan: Plan, reduced: Plan, directory: str):

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 from . import UserError
 from .fileio import atomic_write_text
+from .figures import pyplot, save_figure
 from .plan import Plan
 from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, holds_run, last_record_per_epoch, read_records, read_settings,
                      read_stats)
@@ -103,13 +104,6 @@ def study_markdown(rows: List[dict], figures: List[str]) -> str:
 
 
 # ---- figures ---------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _series(rows, x_key, y_key, key):
     """{series key: ([x], [mean y])} over rows, grouped by key(row) then by x."""
     out = {}
@@ -215,15 +209,13 @@ def write_study(logdirs: List[str], out: str, log=print) -> dict:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UserError("cannot create --out %s (%s); choose a writable directory" % (out, e.strerror))
-    plt = _plt()
+    plt = pyplot()
     written = []
     for name in FIGURES:
         fig = globals()[name](rows, plt)
         fig.tight_layout()
         path = os.path.join(out, name + ".png")
-        fig.savefig(path + ".tmp.png", dpi=100)
-        plt.close(fig)
-        os.replace(path + ".tmp.png", path)
+        save_figure(fig, path)
         written.append(path)
     atomic_write_text(os.path.join(out, "study.json"), json.dumps(rows, indent=1) + "\n")
     atomic_write_text(os.path.join(out, "study.md"), study_markdown(rows, [os.path.basename(p) for p in written]))

@@ -47,7 +47,7 @@ def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
     size = recipe.image_size or dataset_info(recipe.dataset).image_size
     if recipe.style == "imagenet":
         return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
-    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size)
+    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width)
 
 
 def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettings:

@@ -142,6 +142,29 @@ def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):
     assert [b.name for b in reduced.discarded_blocks] == ["res1.0", "res2.0", "res3.0"]
 
 
+def test_a_gated_wide_resnet_trains_prunes_and_exports_verified(tmp_path):
+    """--width 2: every block of the WRN is gated; where channels change the 1x1 convolution shortcut (fed by the
+    block's BN+ReLU) survives the removal of the residual branch, and the export reproduces the gated model."""
+    logdir = str(tmp_path / "wide")
+    proc = run_script("train_cifar.py", "--demo", "-n", "1", "--width", "2", "-e", "1e6", "--epsilon-start", "0",
+                      "--max-epoch", "1", "--steps-per-epoch", "3", "--logdir", logdir, check=True)
+    assert "discarded blocks: 3 of 3" in proc.stdout
+    plan = Plan.load(os.path.join(logdir, "plan.json"))
+    assert plan == cifar_plan(1, image_size=16, width=2) and plan.title == "WRN-10-2"
+    assert [b.out_channels for b in plan.blocks] == [32, 64, 128]
+    assert [(b.preact, b.shortcut) for b in plan.blocks] == [("none", "conv"), ("both", "conv"), ("both", "conv")]
+    out = str(tmp_path / "export")
+    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
+    assert "max |logit difference|" in proc.stdout
+    reduced = Plan.load(os.path.join(out, "plan.json"))
+    assert len(reduced.discarded_blocks) == 3
+    report = json.load(open(os.path.join(out, "report.json")))
+    # what is left: the stem, three 1x1 shortcuts with their BN, the head
+    assert report["params_after"] == 16 * 27 + 32 + (16 * 32) + (2 * 32 + 32 * 64) + (2 * 64 + 64 * 128) + \
+        2 * 128 + 128 * 10 + 10
+    assert report["verification"]["top1_agreement"] == 1.0
+
+
 def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
     """Also: a run with the released augmentation keeps its input normalisation through the export."""
     data = str(tmp_path / "imagenet")

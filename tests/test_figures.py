@@ -8,7 +8,7 @@ import pytest
 from eps_resnet import UserError
 from eps_resnet.plan import cifar_plan
 from eps_resnet.figures import FIGURES, RunRecords, block_map, discard_ratio, group_proportions, weight_collapse, \
-    write_figures, _plt
+    write_figures, pyplot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,7 +56,7 @@ def test_all_figures_are_written_as_pngs(recorded_run, tmp_path):
 def test_plotted_data_match_the_records(recorded_run):
     runrec = RunRecords.load(recorded_run)
     assert [r["epoch"] for r in runrec.records] == [1, 2, 3, 4, 5]  # truncated line skipped
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots()
     bars = block_map(runrec, ax)
     colors = [b.get_facecolor()[:3] for b in bars]

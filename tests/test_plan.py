@@ -73,7 +73,20 @@ def test_removing_an_imagenet_first_block_keeps_its_shortcut_parameters():
     assert reduced.num_params == plan.num_params - b.residual_params
 
 
-@pytest.mark.parametrize("call", [lambda: cifar_plan(0), lambda: cifar_plan(-3), lambda: imagenet_plan(42),
+def test_wide_resnet_plans_have_the_published_sizes():
+    """Zagoruyko & Komodakis (2016), Table 1/2: WRN-28-10 36.5 M parameters, WRN-16-8 11.0 M (CIFAR-10)."""
+    wrn28 = cifar_plan(4, width=10)
+    assert wrn28.title == "WRN-28-10" and round(wrn28.num_params / 1e6, 1) == 36.5
+    assert round(cifar_plan(2, width=8).num_params / 1e6, 1) == 11.0
+    assert [b.shortcut for b in wrn28.blocks if b.index == 0] == ["conv"] * 3
+    assert all(b.shortcut == "identity" and b.preact == "residual" for b in wrn28.blocks if b.index > 0)
+    # width 1 is the paper's ResNet, parameter-free shortcuts
+    assert cifar_plan(18, width=1) == cifar_plan(18) and cifar_plan(18).title == "ResNet-110"
+    removed = wrn28.without(["res2.0"])
+    assert removed.block("res2.0").num_params == 2 * 160 + 160 * 320  # its BN+ReLU and 1x1 shortcut stay
+
+
+@pytest.mark.parametrize("call", [lambda: cifar_plan(0), lambda: cifar_plan(2, width=0), lambda: cifar_plan(-3), lambda: imagenet_plan(42),
                                   lambda: cifar_plan(2).without(["res9.9"]), lambda: Plan.from_json("{")])
 def test_bad_input_names_accepted_values(call):
     with pytest.raises(UserError) as err:

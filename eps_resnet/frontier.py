@@ -1,0 +1,261 @@
+"""The ε frontier of one trained ε-ResNet: how much more could be removed, at what error, without training again.
+
+    python -m eps_resnet.frontier LOGDIR --out DIR [--data DIR] [--max-error-increase P]
+
+The paper leaves open how to find "a good ε value that produces maximum compression with marginal or no loss in
+performance" (Sec. 6); its Fig. 8 needs one training run per ε. This command estimates the curve from one run:
+
+1. One calibration pass of the gated model over the validation split gives each block's largest response max|F|.
+2. The first point is the trained ε: the blocks below it are removed (prune_export's rule; same error).
+3. For every larger ε' at which one more block falls below it (ε' is rounded up above that block's largest
+   response), those blocks are removed as well and the reduced network is evaluated.
+
+What it estimates: a block removed above the trained ε had responses that were not zero, so removing it changes
+the function the network computes; the point's error is measured, not guaranteed by training. A retraining at
+the chosen ε (`--load LOGDIR -e ε'`, printed) lets the network adapt; `prune_export.py --epsilon ε'` exports
+a point as it is.
+
+Choosing honestly: the validation images are split by position into a "select" half (even positions) and a
+"check" half (odd positions). `--max-error-increase P` picks the largest ε whose select-half error is within P
+points of the trained network's select-half error; the check half, whose labels took no part in the choice,
+tells whether the bound holds on images the choice did not see. (The removal order uses the responses of every
+image, not their labels.)
+
+DIR gets frontier.json (the points, sorted by ε), frontier.md (the table) and frontier.png (compression and
+error against ε).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+from tabulate import tabulate
+
+from . import UserError
+from .fileio import atomic_write_text
+from .figures import pyplot, save_figure
+from .prune import calibrate, calibration_images, load_run, network_logits
+from .rundir import holds_run
+
+SCRIPTS = {"cifar10": "train_cifar.py", "cifar100": "train_cifar.py --cifar100", "digits": "train_cifar.py --demo",
+           "svhn": "train_svhn.py", "imagenet": "train_imagenet.py"}
+
+
+def epsilon_above(value: float, below: Optional[float] = None) -> float:
+    """A short number just above `value` (rounded up to 2, 3, ... significant digits) and below `below`: the ε at
+    which a block whose largest response is `value` is removed and the next one (largest response `below`) is not."""
+    if value <= 0:
+        return float(np.nextafter(np.float32(0), np.float32(1)))
+    for digits in range(2, 8):
+        step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+        candidate = float("%.*g" % (digits + 1, math.floor(value / step + 1) * step))
+        if candidate > value and (below is None or candidate < below):
+            return candidate
+    return float(np.nextafter(value, math.inf))
+
+
+def frontier_points(largest: Dict[str, float], trained_epsilon: float) -> List[dict]:
+    """[(ε, removed block names)] in increasing ε: first the trained ε, then one point per further block removed.
+
+    `largest`: each gated block's largest response on the held-out images. Blocks with equal responses go together."""
+    removed = sorted(b for b, m in largest.items() if m < trained_epsilon)
+    points = [{"epsilon": trained_epsilon, "removed": list(removed)}]
+    rest = sorted((m, b) for b, m in largest.items() if b not in removed)
+    i = 0
+    while i < len(rest):
+        m = rest[i][0]
+        while i < len(rest) and rest[i][0] == m:
+            removed.append(rest[i][1])
+            i += 1
+        points.append({"epsilon": epsilon_above(m, rest[i][0] if i < len(rest) else None), "removed": sorted(removed)})
+    return points
+
+
+def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Optional[str] = None,
+                     calib_batches: Optional[int] = None, max_error_increase: Optional[float] = None,
+                     log=print) -> dict:
+    """The frontier of the run in `logdir` as a dict (what frontier.json holds)."""
+    run = load_run(logdir, checkpoint)
+    if not run.gated:
+        raise UserError("%s is a plain ResNet run (no gates, no ε); the frontier needs an ε-ResNet run" % logdir)
+    images, labels = calibration_images(run, data_dir, calib_batches)
+    select = np.arange(len(images)) % 2 == 0
+    if select.sum() < 1 or (~select).sum() < 1:
+        raise UserError("the frontier needs at least 2 validation images, found %d" % len(images))
+    log("calibration: %d held-out images (%d select, %d check), checkpoint %s"
+        % (len(images), select.sum(), (~select).sum(), os.path.basename(run.checkpoint)))
+    gated_logits, maxima, trained = calibrate(run, images)
+    largest = {b: float(v.max()) for b, v in maxima.items()}
+    points = frontier_points(largest, trained)  # the first: prune_export's rule at the trained ε
+    plan = run.plan
+    rows = []
+    for p in points:
+        reduced = plan.without(p["removed"])
+        wrong = network_logits(reduced, run.checkpoint, images).argmax(1) != labels
+        rows.append({"epsilon": p["epsilon"], "blocks_removed": len(p["removed"]), "removed_blocks": p["removed"],
+                     "layers_after": reduced.depth, "params_after": reduced.num_params, "flops_after": reduced.flops,
+                     "compression_ratio": plan.full_depth / reduced.depth,
+                     "val_error": float(wrong.mean()), "val_error_select": float(wrong[select].mean()),
+                     "val_error_check": float(wrong[~select].mean())})
+        log("ε %-9g %2d of %d blocks removed, %3d layers: validation error %.2f%% (select %.2f%%, check %.2f%%)"
+            % (p["epsilon"], len(p["removed"]), len(plan.blocks), reduced.depth, 100 * rows[-1]["val_error"],
+               100 * rows[-1]["val_error_select"], 100 * rows[-1]["val_error_check"]))
+    for r in rows:
+        r["error_change"] = 100 * (r["val_error"] - rows[0]["val_error"])
+    result = {"logdir": os.path.abspath(logdir), "checkpoint": run.checkpoint, "dataset": run.recipe["dataset"],
+              "trained_epsilon": trained, "blocks": len(plan.blocks), "layers_before": plan.full_depth,
+              "params_before": plan.num_params, "images": int(len(images)), "select_images": int(select.sum()),
+              "check_images": int((~select).sum()),
+              "val_error_gated": float(np.mean(gated_logits.argmax(1) != labels)),
+              "largest_response": largest, "points": rows}
+    if max_error_increase is not None:
+        result["suggestion"] = suggest(rows, max_error_increase, run)
+    return result
+
+
+def suggest(rows: List[dict], max_error_increase: float, run) -> dict:
+    """The largest ε whose select-half error is within `max_error_increase` points of the trained network's, and
+    whether the check half (not used to choose) keeps the bound."""
+    bound = rows[0]["val_error_select"] + max_error_increase / 100.0
+    chosen = [r for r in rows if r["val_error_select"] <= bound + 1e-12][-1]  # the first point always qualifies
+    check_increase = 100 * (chosen["val_error_check"] - rows[0]["val_error_check"])
+    return {"max_error_increase": max_error_increase, "epsilon": chosen["epsilon"],
+            "blocks_removed": chosen["blocks_removed"], "layers_after": chosen["layers_after"],
+            "select_increase": 100 * (chosen["val_error_select"] - rows[0]["val_error_select"]),
+            "check_increase": check_increase, "holds_on_check": check_increase <= max_error_increase + 1e-9,
+            "retrain_command": retrain_command(run, chosen["epsilon"]),
+            "export_command": "python prune_export.py %s --out EXPORT_DIR --epsilon %g" % (run.logdir, chosen["epsilon"])}
+
+
+def retrain_command(run, epsilon: float) -> str:
+    """The command line that retrains the run's network at `epsilon`, starting from its weights."""
+    r = run.recipe
+    script = SCRIPTS.get(r["dataset"], "train_cifar.py")
+    parts = ["python", script]
+    if r["dataset"] == "imagenet":
+        parts += ["-d", str(r["depth"])]
+    else:
+        parts += ["-n", str(r["num_units"])] + (["--width", str(r["width"])] if r.get("width", 1) > 1 else [])
+    if r.get("data_dir"):
+        parts += ["--data", r["data_dir"]]
+    parts += ["--load", run.logdir, "-e", "%g" % epsilon, "--epsilon-start", "0",
+              "--logdir", "%s-eps%g" % (run.logdir.rstrip(os.sep), epsilon)]
+    return " ".join(parts)
+
+
+def frontier_table(result: dict) -> str:
+    rows = [["%g" % p["epsilon"] + (" (trained)" if i == 0 else ""), "%d / %d" % (p["blocks_removed"], result["blocks"]),
+             p["layers_after"], "%.2f" % p["compression_ratio"], "%.3f M" % (p["params_after"] / 1e6),
+             "%.2f%%" % (100 * p["val_error"]), "%+.2f" % p["error_change"], "%.2f%%" % (100 * p["val_error_select"]),
+             "%.2f%%" % (100 * p["val_error_check"])] for i, p in enumerate(result["points"])]
+    return tabulate(rows, headers=["ε", "removed", "layers", "compression", "parameters", "val. error",
+                                   "change (points)", "select half", "check half"])
+
+
+def suggestion_lines(result: dict) -> List[str]:
+    s = result.get("suggestion")
+    if not s:
+        return []
+    head = ("largest ε within %g points of the trained network's error on the select half: ε %g (%d blocks removed, "
+            "%d layers; select half %+.2f points)" % (s["max_error_increase"], s["epsilon"], s["blocks_removed"],
+                                                      s["layers_after"], s["select_increase"]))
+    if s["epsilon"] == result["trained_epsilon"]:
+        return [head, "the trained ε itself: every larger ε costs more than %g points; export the run as it is "
+                      "(prune_export.py without --epsilon)" % s["max_error_increase"]]
+    return [head, "on the check half, which took no part in the choice: %+.2f points, %s" % (
+                s["check_increase"], "within the bound" if s["holds_on_check"] else "BEYOND the bound"),
+            "an estimate: removing blocks whose responses were not zero changes the function. Confirm by retraining:",
+            "  " + s["retrain_command"],
+            "or export this point as it is:", "  " + s["export_command"]]
+
+
+def frontier_markdown(result: dict) -> str:
+    lines = ["# ε frontier of %s" % result["logdir"], "",
+             "Trained ε %g, %d held-out images (select half %d, check half %d), gated model's error %.2f%%."
+             % (result["trained_epsilon"], result["images"], result["select_images"], result["check_images"],
+                100 * result["val_error_gated"]), "", "```", frontier_table(result), "```", ""]
+    extra = suggestion_lines(result)
+    if extra:
+        lines += ["```"] + extra + ["```", ""]
+    return "\n".join(lines)
+
+
+def frontier_figure(result: dict):
+    """Compression and validation error against ε (the form of the paper's Fig. 8, from one run)."""
+    plt = pyplot()
+    pts = result["points"]
+    eps = [p["epsilon"] for p in pts]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    top.step(eps, [p["compression_ratio"] for p in pts], where="post", marker="o", color="#1f77b4")
+    top.set_ylabel("compression (layers before / after)")
+    top.set_title("ε frontier of one run: %s" % os.path.basename(result["logdir"].rstrip(os.sep)))
+    for key, label, style in (("val_error", "all %d images" % result["images"], "-"),
+                              ("val_error_select", "select half (chooses)", "--"),
+                              ("val_error_check", "check half (not used to choose)", ":")):
+        bottom.plot(eps, [100 * p[key] for p in pts], style, marker="o", drawstyle="steps-post", label=label)
+    bottom.set_ylabel("validation error (%)")
+    bottom.set_xlabel("ε (blocks whose largest held-out response is below ε are removed)")
+    for ax in (top, bottom):
+        ax.axvline(result["trained_epsilon"], color="k", ls="--", lw=1)
+        if result.get("suggestion"):
+            ax.axvline(result["suggestion"]["epsilon"], color="#2ca02c", ls=":", lw=1.5)
+        ax.grid(alpha=0.3)
+    top.text(result["trained_epsilon"], top.get_ylim()[1], " trained ε", va="top", fontsize=9)
+    if result.get("suggestion"):
+        top.text(result["suggestion"]["epsilon"], top.get_ylim()[0], " suggested ε", va="bottom", fontsize=9,
+                 color="#2ca02c")
+    bottom.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_frontier(result: dict, out: str) -> List[str]:
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError("cannot create --out %s (%s); choose a writable directory" % (out, e.strerror))
+    paths = [os.path.join(out, name) for name in ("frontier.json", "frontier.md", "frontier.png")]
+    atomic_write_text(paths[0], json.dumps(result, indent=1) + "\n")
+    atomic_write_text(paths[1], frontier_markdown(result))
+    save_figure(frontier_figure(result), paths[2])
+    return paths
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eps_resnet.frontier", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("logdir", metavar="LOGDIR", help="log directory of an ε-ResNet training run")
+    p.add_argument("--out", metavar="DIR", required=True, help="where to write frontier.json, frontier.md, frontier.png")
+    p.add_argument("--data", metavar="DIR", default=None, help="dataset directory (default: the run's)")
+    p.add_argument("--checkpoint", metavar="STEP|PATH", default=None, help="checkpoint (default: the newest)")
+    p.add_argument("--calib-batches", type=int, default=None, metavar="N",
+                   help="use the first N validation batches of 64 (default: the whole split)")
+    p.add_argument("--max-error-increase", type=float, default=None, metavar="P",
+                   help="suggest the largest ε within P percentage points of the trained network's error")
+    args = p.parse_args(argv)
+    try:
+        real_out, real_log = os.path.realpath(args.out), os.path.realpath(args.logdir)
+        if real_out == real_log or real_out.startswith(real_log + os.sep) or holds_run(args.out):
+            raise UserError("--out %s is inside a training run; choose a directory of its own" % args.out)
+        if args.max_error_increase is not None and not args.max_error_increase >= 0:
+            raise UserError("--max-error-increase must be >= 0 percentage points, got %r" % args.max_error_increase)
+        from .prune import quiet_layer_logs
+        quiet_layer_logs()
+        result = compute_frontier(args.logdir, args.data, args.checkpoint, args.calib_batches,
+                                  args.max_error_increase)
+        paths = write_frontier(result, args.out)
+    except UserError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print(frontier_table(result))
+    for line in suggestion_lines(result):
+        print(line)
+    print("wrote %s" % ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""python -m eps_resnet.frontier: the ε frontier of one trained run, and prune_export.py --epsilon at one of its points."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from eps_resnet.frontier import epsilon_above, frontier_points
+from tests.processes import assert_one_line_error, run_script
+
+
+def test_epsilon_above_is_short_and_between_the_two_responses():
+    assert epsilon_above(5.4321) == 5.5
+    assert epsilon_above(5.4321, 5.45) == 5.44
+    assert epsilon_above(0.012345, 0.0124) == 0.01235
+    for value, below in ((3.0, None), (3.0, 3.0000001), (1e-7, 2e-7), (123456.0, 123457.0), (9.99, 10.0)):
+        eps = epsilon_above(value, below)
+        assert eps > value and (below is None or eps < below), (value, below, eps)
+
+
+def test_frontier_points_remove_more_blocks_as_epsilon_grows():
+    largest = {"a": 0.5, "b": 7.0, "c": 3.2, "d": 7.0, "e": 1.9}
+    points = frontier_points(largest, trained_epsilon=2.0)
+    assert points[0] == {"epsilon": 2.0, "removed": ["a", "e"]}  # prune_export's rule at the trained ε
+    assert [p["removed"] for p in points[1:]] == [["a", "c", "e"], ["a", "b", "c", "d", "e"]]  # b, d tie
+    eps = [p["epsilon"] for p in points]
+    assert eps == sorted(eps) and len(set(eps)) == len(eps)
+    for p in points:  # each point removes exactly the blocks whose largest response is below its ε
+        assert p["removed"] == sorted(b for b, m in largest.items() if m < p["epsilon"])
+
+
+@pytest.mark.slow
+def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_path):
+    """The first point reproduces the demo export's error; compression never drops as ε grows; the suggestion
+    keeps its bound on the check half; prune_export --epsilon exports a point with the error the frontier measured."""
+    out = str(tmp_path / "frontier")
+    proc = run_script("-m", "eps_resnet.frontier", demo["eps"], "--out", out, "--max-error-increase", "3", check=True)
+    result = json.load(open(os.path.join(out, "frontier.json")))
+    report = json.load(open(os.path.join(demo["export"], "report.json")))
+    points = result["points"]
+    assert points[0]["epsilon"] == report["epsilon"] == result["trained_epsilon"]
+    assert points[0]["removed_blocks"] == sorted(report["discarded"])
+    assert points[0]["val_error"] == pytest.approx(report["val_error_export"], abs=1e-9)
+    assert points[0]["layers_after"] == report["layers_after"] and points[0]["params_after"] == report["params_after"]
+    assert [p["epsilon"] for p in points] == sorted(p["epsilon"] for p in points)
+    assert all(b["compression_ratio"] >= a["compression_ratio"] and b["blocks_removed"] > a["blocks_removed"]
+               for a, b in zip(points, points[1:]))
+    assert points[-1]["blocks_removed"] == result["blocks"] == 15
+    for p in points:  # the halves partition the images
+        both = (p["val_error_select"] * result["select_images"] + p["val_error_check"] * result["check_images"])
+        assert both == pytest.approx(p["val_error"] * result["images"], abs=1e-6)
+    s = result["suggestion"]
+    assert s["holds_on_check"] and s["check_increase"] <= 3, s
+    assert s["select_increase"] <= 3 and s["epsilon"] in [p["epsilon"] for p in points]
+    later = [p for p in points if p["epsilon"] > s["epsilon"]]  # the largest ε within the bound: all beyond exceed it
+    assert all(p["val_error_select"] > points[0]["val_error_select"] + 0.03 for p in later)
+    if s["epsilon"] > result["trained_epsilon"]:
+        assert "--load %s -e %g --epsilon-start 0" % (demo["eps"], s["epsilon"]) in proc.stdout
+    else:
+        assert "the trained ε itself" in proc.stdout
+    assert os.path.getsize(os.path.join(out, "frontier.png")) > 10000
+    assert "select half" in open(os.path.join(out, "frontier.md")).read()
+
+    # export the first point beyond the trained ε: verified against that reduced network, error as measured
+    point = points[1]
+    export = str(tmp_path / "export")
+    proc = run_script("prune_export.py", demo["eps"], "--out", export, "--epsilon", point["epsilon"], "--no-timing",
+                      check=True)
+    exported = json.load(open(os.path.join(export, "report.json")))
+    assert sorted(exported["discarded"]) == point["removed_blocks"]
+    assert exported["export_epsilon"] == point["epsilon"] and exported["epsilon"] == report["epsilon"]
+    assert exported["val_error_export"] == pytest.approx(point["val_error"], abs=1e-9)
+    assert exported["error_change"] == pytest.approx(point["val_error"] - report["val_error_gated"], abs=1e-9)
+    assert exported["verification"]["top1_agreement"] == 1.0
+    assert exported["verification"]["max_abs_diff"] <= 1e-3
+    assert "above the trained ε" in proc.stdout and "points" in proc.stdout
+
+    # requests that cannot be met: one line each, nothing written
+    assert_one_line_error(run_script("prune_export.py", demo["eps"], "--out", str(tmp_path / "x"), "--epsilon",
+                                     report["epsilon"] / 2, "--no-timing"), "below the run's trained ε")
+    assert_one_line_error(run_script("prune_export.py", demo["plain"], "--out", str(tmp_path / "x"), "--epsilon", "9"),
+                          "plain ResNet run")
+    assert_one_line_error(run_script("prune_export.py", demo["eps"], "--out", str(tmp_path / "x"), "--epsilon", "9",
+                                     "--criterion", "ema"), "drop --criterion ema")
+    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["plain"], "--out", str(tmp_path / "x")),
+                          "plain ResNet run")
+    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out",
+                                     os.path.join(demo["eps"], "frontier")), "inside a training run")
+    assert not os.path.exists(str(tmp_path / "x")) and not os.path.exists(os.path.join(demo["eps"], "frontier"))
