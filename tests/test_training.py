@@ -149,7 +149,10 @@ def test_dry_runs_print_the_plan():
     out = run_script("train_imagenet.py", "--dry-run", "-d", "152", check=True).stdout
     assert "60.19 M parameters" in out
     out = run_script("train_cifar.py", "--dry-run", "-n", "125", check=True).stdout
-    assert "375 gated blocks" in out and "depth 752" in out
+    assert "375 gated blocks" in out and out.startswith("ResNet-752 (cifar style), 752 weight layers")
+    out = run_script("train_cifar.py", "--dry-run", "-n", "4", "--width", "10", check=True).stdout
+    assert out.startswith("WRN-28-10") and "12 gated blocks, 36.48 M parameters" in out
+    assert_one_line_error(run_script("train_cifar.py", "--dry-run", "--width", "0"), "--width must be >= 1")
 
 
 @pytest.mark.parametrize("script", ["train_cifar.py", "train_svhn.py", "train_imagenet.py"])
