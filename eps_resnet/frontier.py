@@ -207,7 +207,7 @@ def frontier_figure(result: dict):
     if result.get("suggestion"):
         top.text(result["suggestion"]["epsilon"], top.get_ylim()[0], " suggested ε", va="bottom", fontsize=9,
                  color="#2ca02c")
-    bottom.legend(loc="upper left", fontsize=9)
+    bottom.legend(loc="center right", fontsize=9)
     fig.tight_layout()
     return fig
 
