@@ -25,8 +25,9 @@ def test_the_two_runs_differ_only_in_the_gates(demo):
 def test_demo_shows_discards_collapse_and_the_comparison(demo):
     """What holds on every seed we tried: a third of the blocks or more discarded, both networks learn the digits,
     and most discarded blocks' kernels collapse. The strict checks (error within 0.5 points of the plain network,
-    every block's kernels at most half) held on this machine's run of the demo's seed but not on every seed; the
-    demo prints each check as met or not, and that printout is tested here."""
+    every block's kernels at most half) do not hold on every seed (issue 14 is open; at this commit the collapse
+    check fails on this machine's run, largest ratio 0.52); the demo prints each check as met or not, and that
+    printout is tested here."""
     report = json.load(open(os.path.join(demo["export"], "report.json")))
     blocks = len(report["evidence"])
     assert blocks == 15 and 3 * len(report["discarded"]) >= blocks, report["discarded"]
