@@ -27,10 +27,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     p.add_argument("logdir", metavar="LOGDIR", help="log directory of a training run")
     p.add_argument("--out", metavar="EXPORT_DIR", required=True, help="directory to create for the SavedModel")
-    p.add_argument("--checkpoint", metavar="STEP|PATH", default=None, help="checkpoint to export (default: latest)")
-    p.add_argument("--data", metavar="DIR", default=None, help="dataset directory (default: the run's)")
-    p.add_argument("--calib-batches", type=int, default=None, metavar="N",
-                   help="calibrate on the first N validation batches of 64 (default: the whole split)")
+    cli.add_checkpoint_data_flags(p)
     p.add_argument("--criterion", choices=["calibration", "ema"], default="calibration",
                    help="calibration: max|F| < ε on every held-out image; ema: moving average of is_discarded == 1")
     p.add_argument("--no-verify", action="store_true", help="skip comparing the export with the gated model")

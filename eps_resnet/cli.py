@@ -74,6 +74,14 @@ def cifar_network_flags(recipe: Recipe):
     return add
 
 
+def add_checkpoint_data_flags(p: argparse.ArgumentParser):
+    """--checkpoint, --data and --calib-batches of the commands that read a trained run (export, frontier)."""
+    p.add_argument("--checkpoint", metavar="STEP|PATH", default=None, help="checkpoint to read (default: the newest)")
+    p.add_argument("--data", metavar="DIR", default=None, help="dataset directory (default: the run's)")
+    p.add_argument("--calib-batches", type=int, default=None, metavar="N",
+                   help="use the first N validation batches of 64 (default: the whole split)")
+
+
 def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
     p.add_argument("--mean-from", choices=["train", "all"], default=recipe.mean_from,
                    help="images the subtracted mean image is computed from: the training split, or all splits "

@@ -229,10 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logdir", metavar="LOGDIR", help="log directory of an ε-ResNet training run")
     p.add_argument("--out", metavar="DIR", required=True, help="where to write frontier.json, frontier.md, frontier.png")
-    p.add_argument("--data", metavar="DIR", default=None, help="dataset directory (default: the run's)")
-    p.add_argument("--checkpoint", metavar="STEP|PATH", default=None, help="checkpoint (default: the newest)")
-    p.add_argument("--calib-batches", type=int, default=None, metavar="N",
-                   help="use the first N validation batches of 64 (default: the whole split)")
+    from .cli import add_checkpoint_data_flags
+    add_checkpoint_data_flags(p)
     p.add_argument("--max-error-increase", type=float, default=None, metavar="P",
                    help="suggest the largest ε within P percentage points of the trained network's error")
     args = p.parse_args(argv)
