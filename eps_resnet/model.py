@@ -18,13 +18,13 @@ import numpy as np
 
 from . import UserError
 from .gate import StrictIdentityGate, add_tower_gate_statistics
+from .layers import bn_relu, conv2d
 from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
 from .tfcompat import tf, tfv1
 from .tfgraph import shared_scalar_variable, shared_variable
 
 from tensorpack import ModelDesc
-from tensorpack.models import (AvgPooling, BatchNorm, BNReLU, Conv2D, FullyConnected, GlobalAvgPooling,
-                               MaxPooling, regularize_cost)
+from tensorpack.models import AvgPooling, FullyConnected, GlobalAvgPooling, MaxPooling, regularize_cost
 from tensorpack.tfutils.argscope import argscope
 from tensorpack.tfutils.summary import add_moving_summary, add_param_summary
 from tensorpack.tfutils.tower import get_current_tower_context
@@ -135,13 +135,11 @@ class EpsResNet(ModelDesc):
         x = self._preprocess(image)
         side_logits = None
         gates = []
-        with argscope([Conv2D, AvgPooling, MaxPooling, BatchNorm, GlobalAvgPooling], data_format=self.data_format), \
-                argscope(Conv2D, use_bias=False,
-                         kernel_initializer=tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out")):
+        with argscope([AvgPooling, MaxPooling, GlobalAvgPooling], data_format=self.data_format):
             if plan.style == CIFAR_STYLE:
-                x = Conv2D("conv0", x, plan.stem_channels, 3, activation=BNReLU)
+                x = self._conv("conv0", x, plan.stem_channels, 3, then_bn_relu=True)
             else:
-                x = Conv2D("conv0", x, plan.stem_channels, 7, strides=2, activation=BNReLU)
+                x = self._conv("conv0", x, plan.stem_channels, 7, strides=2, then_bn_relu=True)
                 x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
             for block in plan.blocks:
                 x = self._block(x, block, epsilon, gates)
@@ -172,10 +170,10 @@ class EpsResNet(ModelDesc):
             if block.preact == PREACT_NONE:
                 shortcut_in = residual_in = x
             elif block.preact == PREACT_BOTH:
-                shortcut_in = residual_in = BNReLU("preact", x)
+                shortcut_in = residual_in = bn_relu("preact", x, self.data_format)
             else:
                 shortcut_in = x
-                residual_in = BNReLU("preact", x) if block.residual else None
+                residual_in = bn_relu("preact", x, self.data_format) if block.residual else None
 
             if block.shortcut == SHORTCUT_POOL_PAD:
                 shortcut = AvgPooling("pool", shortcut_in, 2)
@@ -184,19 +182,19 @@ class EpsResNet(ModelDesc):
                 paddings[channel_axis] = [pad, block.out_channels - block.in_channels - pad]
                 shortcut = tf.pad(shortcut, paddings)
             elif block.shortcut == SHORTCUT_CONV:
-                shortcut = Conv2D("convshortcut", shortcut_in, block.out_channels, 1, strides=block.stride)
+                shortcut = self._conv("convshortcut", shortcut_in, block.out_channels, 1, strides=block.stride)
             else:
                 shortcut = shortcut_in
             if not block.residual:
                 return tf.identity(shortcut, name="output")
 
             if block.kind == "basic":
-                r = Conv2D("conv1", residual_in, block.mid_channels, 3, strides=block.stride, activation=BNReLU)
-                r = Conv2D("conv2", r, block.out_channels, 3)
+                r = self._conv("conv1", residual_in, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
+                r = self._conv("conv2", r, block.out_channels, 3)
             else:
-                r = Conv2D("conv1", residual_in, block.mid_channels, 1, activation=BNReLU)
-                r = Conv2D("conv2", r, block.mid_channels, 3, strides=block.stride, activation=BNReLU)
-                r = Conv2D("conv3", r, block.out_channels, 1)
+                r = self._conv("conv1", residual_in, block.mid_channels, 1, then_bn_relu=True)
+                r = self._conv("conv2", r, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
+                r = self._conv("conv3", r, block.out_channels, 1)
             if epsilon is None:
                 return tf.add(shortcut, r, name="output")
             out = StrictIdentityGate(r, epsilon, shortcut=shortcut)
@@ -206,10 +204,13 @@ class EpsResNet(ModelDesc):
             self._response_mean_summary(r)
             return tf.identity(out, name="output")
 
+    def _conv(self, name, x, out_channels, kernel, strides=1, then_bn_relu=False):
+        return conv2d(name, x, out_channels, kernel, strides, self.data_format, then_bn_relu)
+
     def _head(self, x, scope=""):
         """BN+ReLU, global average pooling, fully connected: `logits`, or `side_logits` for scope "side"."""
         with tfv1.variable_scope(scope) if scope else contextlib.nullcontext():
-            x = BNReLU("bnlast", x)
+            x = bn_relu("bnlast", x, self.data_format)
             x = GlobalAvgPooling("gap", x)
             logits = FullyConnected("linear", x, self.plan.num_classes)
         return tf.identity(logits, name=scope + "_logits" if scope else "logits")
