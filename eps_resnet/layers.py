@@ -5,7 +5,7 @@ tensorpack's Conv2D and BatchNorm wrap tf-keras layer objects, whose set-up (cla
 functions create the same variables under the same names (`W`; `bn/gamma`, `bn/beta`, `bn/mean/EMA`,
 `bn/variance/EMA`), so checkpoints are unchanged, and compute what tensorpack's layers compute:
 - conv2d: a bias-free convolution with 'SAME' padding; the kernel starts from He initialisation with fan-out;
-- batch_norm: normalises with the batch statistics in training towers and the moving averages otherwise,
+- bn_relu: BatchNorm normalises with the batch statistics in training towers and the moving averages otherwise,
   momentum 0.9 and ε 1e-5 (tensorpack's defaults, also those of the released code's tensorpack 0.2); the first
   training tower adds the moving-average updates to UPDATE_OPS, which tensorpack's RunUpdateOps callback runs
   after each step; other towers of a multi-GPU run normalise with their own batch and leave the averages alone.
@@ -36,24 +36,35 @@ def conv2d(name, x, out_channels: int, kernel: int, strides: int = 1, data_forma
     `then_bn_relu`: follow it by BatchNorm+ReLU in the same scope (tensorpack's `activation=BNReLU`)."""
     fmt = _tf_format(data_format)
     in_channels = x.shape[1 if fmt == "NCHW" else 3]
-    with tfv1.variable_scope(name):
-        W = tfv1.get_variable("W", [kernel, kernel, in_channels, out_channels], initializer=_kernel_initializer())
+    with tf.name_scope(name):
+        W = tfv1.get_variable(name + "/W", [kernel, kernel, in_channels, out_channels],
+                              initializer=_kernel_initializer())
         step = [1, 1, strides, strides] if fmt == "NCHW" else [1, strides, strides, 1]
         y = tf.nn.conv2d(x, W, step, "SAME", data_format=fmt)
-        return tf.nn.relu(batch_norm(y, data_format), name="output") if then_bn_relu else tf.identity(y, "output")
+        if then_bn_relu:
+            return tf.nn.relu(_batch_norm(name + "/bn/", y, fmt), name="output")
+        return tf.identity(y, name="output")
 
 
-def batch_norm(x, data_format: str = "channels_last"):
-    """BatchNorm over the channel axis, in the current variable scope (tensorpack's BatchNorm layer 'bn')."""
+def bn_relu(name, x, data_format: str = "channels_last"):
+    """ReLU(BatchNorm(x)) with the variables `<name>/bn/...` (tensorpack's BNReLU)."""
+    with tf.name_scope(name):
+        return tf.nn.relu(_batch_norm(name + "/bn/", x, _tf_format(data_format)), name="output")
+
+
+def _batch_norm(prefix, x, fmt):
+    """BatchNorm over the channel axis, its variables named `<prefix>gamma`, ... in the current variable scope.
+
+    Variables get their full names from get_variable instead of nested variable scopes: leaving a variable
+    scope walks every scope the graph has ever opened, which made building the 752-layer network quadratic."""
     ctx = get_current_tower_context()
-    fmt = _tf_format(data_format)
     channels = x.shape[1 if fmt == "NCHW" else 3]
-    with tfv1.variable_scope("bn"):
-        gamma = tfv1.get_variable("gamma", [channels], initializer=tfv1.ones_initializer())
-        beta = tfv1.get_variable("beta", [channels], initializer=tfv1.zeros_initializer())
-        moving_mean = tfv1.get_variable("mean/EMA", [channels], initializer=tfv1.zeros_initializer(),
+    with tf.name_scope("bn"):
+        gamma = tfv1.get_variable(prefix + "gamma", [channels], initializer=tfv1.ones_initializer())
+        beta = tfv1.get_variable(prefix + "beta", [channels], initializer=tfv1.zeros_initializer())
+        moving_mean = tfv1.get_variable(prefix + "mean/EMA", [channels], initializer=tfv1.zeros_initializer(),
                                         trainable=False)
-        moving_var = tfv1.get_variable("variance/EMA", [channels], initializer=tfv1.ones_initializer(),
+        moving_var = tfv1.get_variable(prefix + "variance/EMA", [channels], initializer=tfv1.ones_initializer(),
                                        trainable=False)
         if ctx.is_main_training_tower:
             for v in (moving_mean, moving_var):
@@ -62,17 +73,13 @@ def batch_norm(x, data_format: str = "channels_last"):
             y, _, _ = tfv1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_var, epsilon=BN_EPSILON,
                                                data_format=fmt, is_training=False)
             return y
-        y, batch_mean, batch_var = tfv1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON, data_format=fmt,
-                                                            is_training=True)
-        if ctx.is_main_training_tower:
-            decay = 1.0 - BN_MOMENTUM
-            for var, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
-                update = tfv1.assign_sub(var, (var - value) * decay)
-                tfv1.add_to_collection(tfv1.GraphKeys.UPDATE_OPS, update)
+        if not ctx.is_main_training_tower:  # other towers normalise with their own batch and update nothing
+            y, _, _ = tfv1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON, data_format=fmt, is_training=True)
+            return y
+        # The op also returns the updated moving averages, (1 - momentum)·batch + momentum·average
+        y, new_mean, new_var = tfv1.nn.fused_batch_norm(
+            x, gamma, beta, moving_mean, moving_var, epsilon=BN_EPSILON, data_format=fmt, is_training=True,
+            exponential_avg_factor=1.0 - BN_MOMENTUM)
+        for var, value in ((moving_mean, new_mean), (moving_var, new_var)):
+            tfv1.add_to_collection(tfv1.GraphKeys.UPDATE_OPS, var.assign(value, read_value=False))
         return y
-
-
-def bn_relu(name, x, data_format: str = "channels_last"):
-    """ReLU(BatchNorm(x)) in scope `name` (tensorpack's BNReLU)."""
-    with tfv1.variable_scope(name):
-        return tf.nn.relu(batch_norm(x, data_format), name="output")
