@@ -1,15 +1,17 @@
 """Start-up time of training against depth and towers, measured side by side in one run.
 
-Each case is a fresh process that trains the bundled digits for 2 steps of batch 8 and validates once, so
-its wall time is almost all start-up: building the training tower(s), the inference tower, the session,
-and the first steps. Cases: ResNet-110 (n=18) and the 752-layer network (n=125) on one tower, and n=18 on
-two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times and the ratios
-n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times 54) and 2 towers / 1 tower (target <= 2).
+Each case is a fresh process that trains the bundled digits for 2 steps of batch 8 and validates once on 200
+images, so its wall time is almost all start-up: building the training tower(s), the inference tower, the
+session, and the first steps. Each case runs twice, interleaved with the others, and its faster run counts:
+these machines are shared. Cases: ResNet-32 (n=5), ResNet-110 (n=18) and the 752-layer network (n=125) on one tower, and n=18 on
+two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times; the ratio
+n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times 54); the seconds each further block adds from n=5 to 18
+and from n=18 to 125, whose ratio is 1 when start-up is linear in depth; and 2 towers / 1 tower (target <= 2).
 
 Then the cost of Grappler, which training switches off on machines without GPUs: n=18 start-up with it on, and
 the steady-state time of 40 steps of batch 32 (ResNet-110, the third of three epochs) with it on and off.
 
-    python bench/startup.py [--deep 125] [--shallow 18]
+    python bench/startup.py [--deep 125] [--shallow 18] [--repeat 2]
 """
 import argparse
 import os
@@ -42,7 +44,9 @@ def train_case(n, towers, logdir, grappler, kind):
     import dataclasses
     import eps_resnet  # noqa: F401
     from eps_resnet import training
+    from eps_resnet.plan import cifar_plan
     from eps_resnet.recipes import DIGITS_DEMO
+    from tensorpack.dataflow import FixedSizeData
     if grappler == "on":  # what a machine with GPUs runs
         plain_creator = training.session_creator
 
@@ -53,26 +57,45 @@ def train_case(n, towers, logdir, grappler, kind):
         training.session_creator = with_grappler
     shape = dict(batch=8, steps_per_epoch=2, max_epoch=1) if kind == "startup" else \
         dict(batch=32, steps_per_epoch=40, max_epoch=3)
-    training.train(dataclasses.replace(DIGITS_DEMO, num_units=n, gpus=tuple(range(towers)) if towers > 1 else (),
-                                       logdir=logdir, **shape))
+    recipe = dataclasses.replace(DIGITS_DEMO, num_units=n, gpus=tuple(range(towers)) if towers > 1 else (),
+                                 logdir=logdir, **shape)
+    batch_per_tower = recipe.batch // towers
+    train_df, val_df, mean = training.build_data(recipe, cifar_plan(n, image_size=16), batch_per_tower)
+    training.train(recipe, data=(train_df, FixedSizeData(val_df, 200 // batch_per_tower), mean))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shallow", type=int, default=18, help="blocks per group of the shallow case (default: 18)")
+    p.add_argument("--tiny", type=int, default=5, help="blocks per group of the smallest case (default: 5)")
     p.add_argument("--deep", type=int, default=125, help="blocks per group of the deep case (default: 125)")
+    p.add_argument("--repeat", type=int, default=2, help="runs of each start-up case; the fastest counts (default: 2)")
     p.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
         return train_case(int(args.case[0]), int(args.case[1]), *args.case[2:])
 
-    times = {}
-    for n, towers in ((args.shallow, 1), (args.deep, 1), (args.shallow, 2)):
-        times[n, towers] = run_case(n, towers)
-        print("n=%-4d (%4d layers) %d tower(s): %6.1f s" % (n, 6 * n + 2, towers, times[n, towers]), flush=True)
+    cases = ((args.tiny, 1), (args.shallow, 1), (args.deep, 1), (args.shallow, 2))
+    runs = {case: [] for case in cases}
+    for _ in range(args.repeat):
+        for n, towers in cases:
+            runs[n, towers].append(run_case(n, towers))
+    times = {case: min(runs[case]) for case in cases}
+    for n, towers in cases:
+        print("n=%-4d (%4d layers) %d tower(s): %6.1f s  (runs: %s)" % (
+            n, 6 * n + 2, towers, times[n, towers], ", ".join("%.1f" % t for t in runs[n, towers])), flush=True)
     depth_ratio = times[args.deep, 1] / times[args.shallow, 1]
     print("start-up n=%d / n=%d: %.2f  (%.1fx the blocks; target <= 4.5)"
           % (args.deep, args.shallow, depth_ratio, args.deep / args.shallow))
+    # Linear start-up means every block costs the same, however deep the network: compare the marginal cost of
+    # a block from the tiny to the shallow case with that from the shallow to the deep case.
+    blocks = {n: 3 * n for n in (args.tiny, args.shallow, args.deep)}
+    per_block_shallow = (times[args.shallow, 1] - times[args.tiny, 1]) / (blocks[args.shallow] - blocks[args.tiny])
+    per_block_deep = (times[args.deep, 1] - times[args.shallow, 1]) / (blocks[args.deep] - blocks[args.shallow])
+    fixed = times[args.shallow, 1] - blocks[args.shallow] * per_block_shallow
+    print("seconds per block: %.3f from n=%d to n=%d, %.3f from n=%d to n=%d; deep / shallow %.2f (1.00: linear); "
+          "cost of no block at all %.1f s" % (per_block_shallow, args.tiny, args.shallow, per_block_deep, args.shallow,
+                                             args.deep, per_block_deep / per_block_shallow, fixed))
     print("start-up 2 towers / 1 tower at n=%d: %.2f  (target <= 2)"
           % (args.shallow, times[args.shallow, 2] / times[args.shallow, 1]))
 
