@@ -4,6 +4,7 @@ Every test works on real run directories written by the real training script, an
 (one `error:` line and exit code 2) and what stays on disk.
 """
 import contextlib
+import errno
 import json
 import os
 import random
@@ -68,13 +69,14 @@ def small_disk(path, size):
 
 
 def fill(path):
-    """Write zeros into a file on the disk of `path` until that disk is full."""
-    with open(os.path.join(path, "filler"), "wb") as f:
-        try:
+    """Write zeros into a file on the disk of `path` until that disk is full (the run may have filled it already:
+    then even creating the file fails, which is the same state)."""
+    try:
+        with open(os.path.join(path, "filler"), "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
-        except OSError:
-            pass
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
 
 
 # ---- 1. export paths --------------------------------------------------------------------------------------
