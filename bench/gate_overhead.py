@@ -1,6 +1,7 @@
 """Train-step time of the gated ε-ResNet against the plain pre-activation ResNet, side by side.
 
-CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU. Both graphs live in one process; rounds of
+CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU, in the session config training uses (Grappler off
+on a machine without GPUs). Both graphs live in one process; rounds of
 steps alternate between them so machine noise hits both alike. Prints the median step time of each
 and the ratio gated / plain (target: <= 1.02).
 
@@ -23,6 +24,13 @@ from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
 from tensorpack.tfutils.tower import TowerContext  # noqa: E402
 
 
+def training_session_config():
+    """The session config training uses (on a machine without GPUs: Grappler off)."""
+    from eps_resnet.recipes import DIGITS_DEMO
+    from eps_resnet.training import session_creator
+    return session_creator(DIGITS_DEMO).config
+
+
 def make_trainer(plan, epsilon, batch, data_format):
     """A session and a train op for one model; the batch is a constant in the graph (no feed cost)."""
     graph = tf.Graph()
@@ -40,7 +48,7 @@ def make_trainer(plan, epsilon, batch, data_format):
         # the moving-summary updates are part of every training step in tensorpack
         ema = tfv1.get_collection("MOVING_SUMMARY_OPS")  # tensors whose evaluation updates the averages
         op = tf.group(train_op, *ema)
-        sess = tfv1.Session(graph=graph)
+        sess = tfv1.Session(graph=graph, config=training_session_config())
         sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
     return sess, op
 
