@@ -101,6 +101,26 @@ def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open():
         np.testing.assert_array_equal(half, shortcut + np.float32(0.5) * residual)
 
 
+def test_gated_sum_gradient_is_the_selects_own():
+    """The hand-written gradient of gated_sum equals TensorFlow's gradient of the same select, shut, open and in
+    the band, and keep gets none."""
+    rng = np.random.RandomState(5)
+    shortcut, residual, upstream = (rng.normal(size=(3, 4, 4, 2)).astype(np.float32) for _ in range(3))
+    with tf.Graph().as_default():
+        keep = tfv1.placeholder(tf.float32, [])
+        s, r = tf.constant(shortcut), tf.constant(residual)
+        ours = tfv1.gradients(gated_sum(s, r, keep), [s, r, keep], grad_ys=tf.constant(upstream))
+        reference = tf.where(tf.equal(keep, 0.0), s, s + tf.stop_gradient(keep) * r)
+        theirs = tfv1.gradients(reference, [s, r], grad_ys=tf.constant(upstream))
+        assert ours[2] is None
+        with tfv1.Session() as sess:
+            for value in (0.0, 1.0, 0.25):
+                a, b = sess.run([ours[:2], theirs], {keep: value})
+                for x, y in zip(a, b):
+                    np.testing.assert_array_equal(x, y)
+            assert not sess.run(ours[1], {keep: 0.0}).any()
+
+
 CONTROL_FLOW_OPS = {"If", "StatelessIf", "Switch", "Merge", "Enter", "Exit", "NextIteration", "While", "StatelessWhile"}
 
 
