@@ -3,8 +3,8 @@
 Each case is a fresh process that trains the bundled digits for 2 steps of batch 8 and validates once on 200
 images, so its wall time is almost all start-up: building the training tower(s), the inference tower, the
 session, and the first steps. Each case runs twice, interleaved with the others, and its faster run counts:
-these machines are shared. Cases: ResNet-32 (n=5), ResNet-110 (n=18) and the 752-layer network (n=125) on one tower, and n=18 on
-two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times; the ratio
+these machines are shared. Cases: ResNet-32 (n=5), ResNet-110 (n=18) and the 752-layer network (n=125) on
+one tower, and n=18 on two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times; the ratio
 n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times 54); the seconds each further block adds from n=5 to 18
 and from n=18 to 125, whose ratio is 1 when start-up is linear in depth; and 2 towers / 1 tower (target <= 2).
 
@@ -44,7 +44,6 @@ def train_case(n, towers, logdir, grappler, kind):
     import dataclasses
     import eps_resnet  # noqa: F401
     from eps_resnet import training
-    from eps_resnet.plan import cifar_plan
     from eps_resnet.recipes import DIGITS_DEMO
     from tensorpack.dataflow import FixedSizeData
     if grappler == "on":  # what a machine with GPUs runs
@@ -60,7 +59,7 @@ def train_case(n, towers, logdir, grappler, kind):
     recipe = dataclasses.replace(DIGITS_DEMO, num_units=n, gpus=tuple(range(towers)) if towers > 1 else (),
                                  logdir=logdir, **shape)
     batch_per_tower = recipe.batch // towers
-    train_df, val_df, mean = training.build_data(recipe, cifar_plan(n, image_size=16), batch_per_tower)
+    train_df, val_df, mean = training.build_data(recipe, training.build_plan(recipe), batch_per_tower)
     training.train(recipe, data=(train_df, FixedSizeData(val_df, 200 // batch_per_tower), mean))
 
 

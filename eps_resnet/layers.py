@@ -16,40 +16,27 @@ from tensorpack.tfutils.tower import get_current_tower_context
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-_KERNEL_INIT = None
+KERNEL_INITIALIZER = tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out")
 
 
-def _kernel_initializer():
-    global _KERNEL_INIT
-    if _KERNEL_INIT is None:
-        _KERNEL_INIT = tfv1.variance_scaling_initializer(scale=2.0, mode="fan_out")
-    return _KERNEL_INIT
-
-
-def _tf_format(data_format: str) -> str:
-    return "NCHW" if data_format in ("channels_first", "NCHW") else "NHWC"
-
-
-def conv2d(name, x, out_channels: int, kernel: int, strides: int = 1, data_format: str = "channels_last",
+def conv2d(name, x, out_channels: int, kernel: int, strides: int = 1, data_format: str = "NHWC",
            then_bn_relu: bool = False):
     """Convolution without bias, 'SAME' padding; its kernel is the variable `<name>/W` [k, k, in, out].
     `then_bn_relu`: follow it by BatchNorm+ReLU in the same scope (tensorpack's `activation=BNReLU`)."""
-    fmt = _tf_format(data_format)
-    in_channels = x.shape[1 if fmt == "NCHW" else 3]
+    in_channels = x.shape[1 if data_format == "NCHW" else 3]
     with tf.name_scope(name):
-        W = tfv1.get_variable(name + "/W", [kernel, kernel, in_channels, out_channels],
-                              initializer=_kernel_initializer())
-        step = [1, 1, strides, strides] if fmt == "NCHW" else [1, strides, strides, 1]
-        y = tf.nn.conv2d(x, W, step, "SAME", data_format=fmt)
+        W = tfv1.get_variable(name + "/W", [kernel, kernel, in_channels, out_channels], initializer=KERNEL_INITIALIZER)
+        step = [1, 1, strides, strides] if data_format == "NCHW" else [1, strides, strides, 1]
+        y = tf.nn.conv2d(x, W, step, "SAME", data_format=data_format)
         if then_bn_relu:
-            return tf.nn.relu(_batch_norm(name + "/bn/", y, fmt), name="output")
+            return tf.nn.relu(_batch_norm(name + "/bn/", y, data_format), name="output")
         return tf.identity(y, name="output")
 
 
-def bn_relu(name, x, data_format: str = "channels_last"):
+def bn_relu(name, x, data_format: str = "NHWC"):
     """ReLU(BatchNorm(x)) with the variables `<name>/bn/...` (tensorpack's BNReLU)."""
     with tf.name_scope(name):
-        return tf.nn.relu(_batch_norm(name + "/bn/", x, _tf_format(data_format)), name="output")
+        return tf.nn.relu(_batch_norm(name + "/bn/", x, data_format), name="output")
 
 
 def _batch_norm(prefix, x, fmt):

@@ -170,10 +170,10 @@ class EpsResNet(ModelDesc):
             if block.preact == PREACT_NONE:
                 shortcut_in = residual_in = x
             elif block.preact == PREACT_BOTH:
-                shortcut_in = residual_in = bn_relu("preact", x, self.data_format)
+                shortcut_in = residual_in = bn_relu("preact", x, self.settings.data_format)
             else:
                 shortcut_in = x
-                residual_in = bn_relu("preact", x, self.data_format) if block.residual else None
+                residual_in = bn_relu("preact", x, self.settings.data_format) if block.residual else None
 
             if block.shortcut == SHORTCUT_POOL_PAD:
                 shortcut = AvgPooling("pool", shortcut_in, 2)
@@ -205,12 +205,12 @@ class EpsResNet(ModelDesc):
             return tf.identity(out, name="output")
 
     def _conv(self, name, x, out_channels, kernel, strides=1, then_bn_relu=False):
-        return conv2d(name, x, out_channels, kernel, strides, self.data_format, then_bn_relu)
+        return conv2d(name, x, out_channels, kernel, strides, self.settings.data_format, then_bn_relu)
 
     def _head(self, x, scope=""):
         """BN+ReLU, global average pooling, fully connected: `logits`, or `side_logits` for scope "side"."""
         with tfv1.variable_scope(scope) if scope else contextlib.nullcontext():
-            x = bn_relu("bnlast", x, self.data_format)
+            x = bn_relu("bnlast", x, self.settings.data_format)
             x = GlobalAvgPooling("gap", x)
             logits = FullyConnected("linear", x, self.plan.num_classes)
         return tf.identity(logits, name=scope + "_logits" if scope else "logits")
