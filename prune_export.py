@@ -15,6 +15,7 @@ Examples:
   python prune_export.py LOGDIR --out EXPORT --version 2            # add EXPORT/2/ to an earlier export
   python prune_export.py LOGDIR --out EXPORT --baseline PLAIN_LOGDIR  # also the plain ResNet's error, same images
   python prune_export.py LOGDIR --out EXPORT --epsilon 9.5          # a point of the ε frontier (eps_resnet.frontier)
+  python prune_export.py LOGDIR --out EXPORT --recompute-bn 20      # BatchNorm statistics of the reduced network
 """
 import argparse
 import sys
@@ -45,6 +46,11 @@ def main():
                    help="export at a larger ε than the trained one (a point of python -m eps_resnet.frontier): also "
                         "remove the blocks whose largest calibration response is below it; the export is verified "
                         "against that reduced network and the report gives the error change (default: the trained ε)")
+    p.add_argument("--recompute-bn", type=int, default=0, metavar="N",
+                   help="re-estimate the reduced network's BatchNorm statistics on N batches of 64 training images "
+                        "(and the --baseline's alike) instead of keeping training's moving averages, which mix the "
+                        "networks of gates that hovered near ε; not in the paper (docs/FIDELITY.md); the export is "
+                        "verified against the reduced network with the new statistics (default 0: keep them)")
     args = p.parse_args()
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
@@ -53,7 +59,8 @@ def main():
         report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
                         calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
                         force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize,
-                        baseline=args.baseline, epsilon=args.epsilon)
+                        baseline=args.baseline, epsilon=args.epsilon,
+                        recompute_bn=args.recompute_bn)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

@@ -182,12 +182,17 @@ def load_baseline(baseline_logdir: str, run: RunInfo) -> RunInfo:
     return base
 
 
-def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray) -> dict:
-    """The plain baseline's validation error on the export's own held-out images."""
-    logits, _, _ = calibrate(base, images)
+def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray, bn_checkpoint: Optional[str] = None) -> dict:
+    """The plain baseline's validation error on the export's own held-out images (with the BatchNorm statistics of
+    `bn_checkpoint` when the export re-estimated them: the baseline gets the same treatment)."""
+    if bn_checkpoint:
+        logits = network_logits(base.plan, bn_checkpoint, images)
+    else:
+        logits, _, _ = calibrate(base, images)
     return {"baseline_logdir": os.path.abspath(base.logdir), "baseline_checkpoint": base.checkpoint,
             "baseline_layers": base.plan.full_depth, "baseline_params": base.plan.num_params,
-            "baseline_val_error": float(np.mean(logits.argmax(1) != labels))}
+            "baseline_val_error": float(np.mean(logits.argmax(1) != labels)),
+            "baseline_bn_recomputed": bool(bn_checkpoint)}
 
 
 def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float],
@@ -235,6 +240,14 @@ def kept_gates_closed(n: int, maxima: Dict[str, np.ndarray], epsilon: Optional[f
             for i in batches:
                 agree[i:i + batch_size] = False
     return agree, shut
+
+
+def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: int, out_checkpoint: str) -> dict:
+    """precise_bn.recompute_bn_statistics of `plan` from `run`'s checkpoint on its training split."""
+    from .precise_bn import recompute_bn_statistics, training_batches
+    data_dir = data_dir or run.recipe.get("data_dir")
+    images = training_batches(run.recipe["dataset"], data_dir, run.plan.image_size, batches)
+    return recompute_bn_statistics(plan, run.checkpoint, images, out_checkpoint)
 
 
 def write_saved_model(plan: Plan, ckpt: Optional[str], export_dir: str, image_shape=None):
@@ -349,7 +362,7 @@ def remove_stale_staging(parent: str):
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
            calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
            measure: bool = True, version: int = 1, quantize: Optional[str] = None, baseline: Optional[str] = None,
-           epsilon: Optional[float] = None, log=print) -> dict:
+           epsilon: Optional[float] = None, recompute_bn: int = 0, log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
 
     `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
@@ -358,11 +371,18 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
 
     `epsilon` above the trained ε exports a point of the ε frontier (eps_resnet.frontier): the blocks whose largest
     calibration response stays below it are removed too. That changes the function, so the artefacts are verified
-    against the reduced network computed here, and the report gives the measured error change."""
+    against the reduced network computed here, and the report gives the measured error change.
+
+    `recompute_bn` > 0 re-estimates the reduced network's BatchNorm statistics on that many batches of 64 training
+    images (eps_resnet.precise_bn; the baseline's too), which also changes the function: the artefacts are then
+    verified against the reduced network with those statistics, and the report gives the error change."""
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
     if quantize not in TFLITE_FILES:
         raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
+    if recompute_bn < 0:
+        raise UserError("--recompute-bn takes a number of training batches (0: keep the trained statistics), got %d"
+                        % recompute_bn)
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)
@@ -389,8 +409,17 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         threshold = epsilon if above else trained_epsilon
         discarded, evidence = blocks_to_remove(run, maxima, threshold, criterion)
         reduced = run.plan.without(discarded)
+        weights, base_weights, bn_report = run.checkpoint, None, None
+        if recompute_bn:
+            weights = os.path.join(staging, ".checkpoint", "bn-recomputed")
+            bn_report = reestimate_bn(reduced, run, data_dir, recompute_bn, weights)
+            log("BatchNorm statistics of the reduced network re-estimated on %d training images" % bn_report["images"])
+            if base:
+                base_weights = os.path.join(staging, ".checkpoint", "baseline-bn-recomputed")
+                reestimate_bn(base.plan, base, data_dir, recompute_bn, base_weights)
+        exact = above or bool(recompute_bn)  # the artefacts compute another function than the gated model's
         saved_model = os.path.join(staging, str(version))
-        write_saved_model(reduced, run.checkpoint, saved_model, images.shape[1:])
+        write_saved_model(reduced, weights, saved_model, images.shape[1:])
         reduced.save(os.path.join(staging, PLAN_FILE))
         flavours = [None] + ([quantize] if quantize else [])  # float32 always, the quantised file when asked
         tflite = [os.path.join(staging, TFLITE_FILES[q]) for q in flavours]
@@ -401,15 +430,19 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
                   "criterion": criterion, "epsilon": trained_epsilon, "gated": run.gated, "discarded": discarded,
                   "evidence": evidence, "calibration_images": int(len(images)), "version": version}
         if base:
-            report.update(baseline_report(base, images, labels))
+            report.update(baseline_report(base, images, labels, base_weights))
         if above:
             report["export_epsilon"] = epsilon
+        if bn_report:
+            bn_report["val_error_trained_statistics"] = float(
+                np.mean(network_logits(reduced, run.checkpoint, images).argmax(1) != labels))
+            report["recomputed_bn"] = bn_report
         if verify:
             with tempfile.TemporaryDirectory(dir=staging) as work:
                 results = standalone_results(saved_model, tflite, images, work)
             report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
-            if above:  # the reference is the reduced network itself: the removed blocks' responses were not zero
-                gated_logits = network_logits(reduced, run.checkpoint, images)
+            if exact:  # the reference is the reduced network itself (removed responses not zero, or new statistics)
+                gated_logits = network_logits(reduced, weights, images)
                 agree, shut = np.ones(len(images), bool), {}
             else:
                 agree, shut = kept_gates_closed(len(images), maxima, trained_epsilon, discarded)
@@ -424,17 +457,17 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version), agree)
             report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
             report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
-            if above:
+            if exact:
                 report["error_change"] = report["val_error_export"] - report["val_error_gated"]
             for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
                 a = report["artefacts"][name]
                 if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
                     raise ExportVerificationFailed(
-                        "the reduced network (%s) does not reproduce the gated model on the calibration images (top-1 "
+                        "the exported network (%s) does not reproduce the %s on the calibration images (top-1 "
                         "agreement %.4f, max |logit diff| %.3g > %g); %s: nothing was exported"
-                        % (name, a["top1_agreement"], a["max_abs_diff"], MAX_ABS_DIFF,
-                           "the artefact does not compute the reduced network" if above else
-                           "a removed block's gate must have opened on some batch"))
+                        % (name, "reduced network computed here" if exact else "gated model", a["top1_agreement"],
+                           a["max_abs_diff"], MAX_ABS_DIFF, "the artefact does not compute the reduced network" if exact
+                           else "a removed block's gate must have opened on some batch"))
         report.update(size_report(run.plan, reduced, saved_model, staging))
         if measure:
             report.update(speed_report(run, reduced, images.shape[1:], trained_epsilon))

@@ -105,6 +105,16 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
                          ": validation error %.2f%% (gated model) -> %.2f%% (export), %+.2f points"
                          % (100 * report["val_error_gated"], 100 * report["val_error_export"],
                             100 * report["error_change"]), report["export_epsilon"]), ""]
+    if "recomputed_bn" in report:
+        bn = report["recomputed_bn"]
+        lines += ["BatchNorm statistics re-estimated for the reduced network on %d training images (--recompute-bn; "
+                  "not in the paper): validation error %.2f%% with the moving averages of training, %s with the new "
+                  "statistics%s.%s"
+                  % (bn["images"], 100 * bn["val_error_trained_statistics"],
+                     "%.2f%%" % (100 * report["val_error_export"]) if "val_error_export" in report else "unmeasured",
+                     " (gated model: %.2f%%)" % (100 * report["val_error_gated"]) if "val_error_gated" in report else "",
+                     " The plain baseline's statistics were re-estimated alike." if report.get("baseline_bn_recomputed")
+                     else ""), ""]
     if "baseline_val_error" in report and "val_error_export" in report:
         lines += [comparison_line(report), ""]
     lines += ["```", group_table(plan, reduced), "```", "", "```", summary_table(report), "```", ""]
@@ -133,8 +143,10 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
 
 def _reference(report: dict) -> str:
     """What the export's artefacts were compared with."""
-    if "export_epsilon" in report:
-        return "reduced network computed in the exporting process (ε above the trained one)"
+    why = [w for key, w in (("export_epsilon", "ε above the trained one"),
+                            ("recomputed_bn", "BatchNorm statistics re-estimated")) if key in report]
+    if why:
+        return "reduced network computed in the exporting process (%s)" % ", ".join(why)
     return "gated checkpoint"
 
 

@@ -46,19 +46,25 @@ def demo_export(demo):
     return logdir, out, demo["proc"]
 
 
-def test_demo_export_matches_the_gated_model_in_a_clean_process(demo_export, tmp_path):
-    """TF Serving's layout (OUT/1/) and the float32 TFLite file, each loaded by plain TensorFlow in a fresh
-    process, against the gated model on real held-out images."""
+def test_demo_export_in_a_clean_process_scores_what_its_report_says(demo_export, tmp_path):
+    """TF Serving's layout (OUT/1/) and the float32 TFLite file, each loaded by plain TensorFlow in a fresh process
+    on the 360 real held-out images: the same logits, the error of the report. The demo re-estimates BatchNorm
+    statistics (--recompute-bn): the report gives the error with training's statistics and with the new ones."""
     logdir, out, proc = demo_export
     from eps_resnet.data import load_arrays
     images, labels = load_arrays("digits", "test")
-    gated = gated_logits(logdir, images[:100])
-    exported = clean_logits(os.path.join(out, "1"), images[:100], tmp_path)
-    np.testing.assert_allclose(exported, gated, atol=1e-4, rtol=0)
-    assert np.mean(exported.argmax(1) == labels[:100]) >= 0.9
-    lite = clean_logits(os.path.join(out, "model.tflite"), images[:100], tmp_path, program="load_tflite.py")
-    np.testing.assert_allclose(lite, gated, atol=1e-4, rtol=0)
-    assert (lite.argmax(1) == gated.argmax(1)).all()
+    report = json.load(open(os.path.join(out, "report.json")))
+    exported = clean_logits(os.path.join(out, "1"), images, tmp_path)
+    assert np.mean(exported.argmax(1) != labels) == pytest.approx(report["val_error_export"], abs=1e-9)
+    assert report["val_error_export"] <= 0.05
+    lite = clean_logits(os.path.join(out, "model.tflite"), images, tmp_path, program="load_tflite.py")
+    np.testing.assert_allclose(lite, exported, atol=1e-4, rtol=0)
+    assert (lite.argmax(1) == exported.argmax(1)).all()
+    bn = report["recomputed_bn"]
+    assert bn["images"] == 20 * 64 and bn["layers"] > 0 and 0 <= bn["val_error_trained_statistics"] <= 1
+    assert report["baseline_bn_recomputed"] is True
+    assert report["error_change"] == pytest.approx(report["val_error_export"] - report["val_error_gated"])
+    assert "BatchNorm statistics re-estimated for the reduced network on 1280 training images" in proc.stdout
 
 
 def test_demo_export_layout_is_what_serving_stacks_expect(demo_export):
@@ -163,6 +169,11 @@ def test_a_gated_wide_resnet_trains_prunes_and_exports_verified(tmp_path):
     assert report["params_after"] == 16 * 27 + 32 + (16 * 32) + (2 * 32 + 32 * 64) + (2 * 64 + 64 * 128) + \
         2 * 128 + 128 * 10 + 10
     assert report["verification"]["top1_agreement"] == 1.0
+    # the SavedModel, loaded by plain TensorFlow in a fresh process, computes the gated model
+    from eps_resnet.data import load_arrays
+    images = load_arrays("digits", "test")[0][:64]
+    np.testing.assert_allclose(clean_logits(os.path.join(out, "1"), images, tmp_path), gated_logits(logdir, images),
+                               atol=1e-4, rtol=0)
 
 
 def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
@@ -221,6 +232,8 @@ def test_bad_export_requests(demo_export, tmp_path):
                           "is an ε-ResNet run", "--plain")
     assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(tmp_path / "x"), "--baseline",
                                      str(tmp_path / "nowhere")), "does not exist")
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(tmp_path / "x"), "--recompute-bn", "-1"),
+                          "--recompute-bn takes a number of training batches")
 
     # a plan of another depth next to this checkpoint: the first missing variable is named
     other = tmp_path / "other"
