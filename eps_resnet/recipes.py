@@ -182,18 +182,21 @@ IMAGENET = Recipe(dataset="imagenet", depth=101, epsilon=2.0, batch=256, batch_i
                   adaptive_lr=False, weight_decay=1e-4, weight_decay_every=None, nesterov=True)
 
 # The bundled digits demo (`make demo`; README, "The demo"): ResNet-32 on 16x16 digits, 30 epochs of 100 steps of
-# batch 32, about 2.3 minutes per run on 2 CPU cores, the same for the plain baseline. Shaped like the CIFAR recipe
+# batch 32, about 2 minutes per run on 2 CPU cores, the same for the plain baseline. Shaped like the CIFAR recipe
 # (a plain warm-up, then the gates), compressed ~100x in steps, so some settings differ from the paper's:
-# - weight decay 2e-3 (paper 2e-4): a shut block's kernels shrink only by weight decay, by about 10 * lr * wd per
-#   step at momentum 0.9; halving them takes ~350 steps at lr 0.1 here, ~3,500 with 2e-4;
-# - reset threshold 0.5 (paper 1): in a 100-step epoch the moving average of discarded_cnt rises by less than one
-#   for a block that shuts during it (the released runs had 390-step epochs), so every closing resets the learning
-#   rate and gets 5 epochs at 0.1 to collapse;
-# - ε 6 (paper 2.5): responses here are about 5-15 when the gates switch on.
-DIGITS_DEMO = Recipe(dataset="digits", num_units=5, epsilon=6.0, epsilon_start_epoch=3, batch=32,
+# - weight decay 4e-3 (paper 2e-4): a shut block's kernels shrink only by weight decay, by about 10 * lr * wd per
+#   step at momentum 0.9; halving them takes ~170 steps (1.7 epochs) at lr 0.1 here, ~3,500 steps with 2e-4;
+# - ε 5 (paper 2.5): responses here are about 5-15 when the gates switch on; weight decay pulls the responses of
+#   the blocks the loss needs less towards a level that falls with it, and a larger ε (6) let that cascade shut
+#   every block in some runs;
+# - resets: 0.1 for 3 epochs (each newly shut block's kernels fall to about 0.3 of their norm), 0.01 for 2;
+# - reset rule k = 3, threshold 0.5 (paper 1, 1): discarded_cnt against its value three epochs earlier, so a
+#   block that shuts gradually (open on fewer and fewer batches) also resets the learning rate; in a 100-step
+#   epoch the moving average rises by less than one for a block that shuts during it.
+DIGITS_DEMO = Recipe(dataset="digits", num_units=5, epsilon=5.0, epsilon_start_epoch=3, batch=32,
                      max_epoch=30, plain_max_epoch=30, steps_per_epoch=100,
-                     standard_lr=((0, 0.1), (24, 0.01), (27, 0.001)), fast_lr=((0, 0.1), (5, 0.01), (7, 0.001)),
-                     adaptive_threshold=0.5, weight_decay=2e-3, weight_decay_every=None, workers=0, max_to_keep=2,
-                     seed=1)
+                     standard_lr=((0, 0.1), (15, 0.01), (25, 0.001)), fast_lr=((0, 0.1), (3, 0.01), (5, 0.001)),
+                     adaptive_k=3, adaptive_threshold=0.5, weight_decay=4e-3, weight_decay_every=None, workers=0,
+                     max_to_keep=2, seed=1)
 
 RECIPES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN, "imagenet": IMAGENET, "digits": DIGITS_DEMO}

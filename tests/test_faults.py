@@ -230,7 +230,7 @@ def test_resume_refuses_flags_that_would_change_the_run(tiny_run, tmp_path):
     logdir = copy_run(tiny_run, tmp_path)
     before = listing(logdir)
     assert_one_line_error(run_script("train_cifar.py", *TINY, "-e", "7", "--max-epoch", "3", "--logdir", logdir,
-                                     "--resume"), "sets -e/--epsilon to 7.0, but the run in", "trained with 6.0")
+                                     "--resume"), "sets -e/--epsilon to 7.0, but the run in", "trained with 5.0")
     assert_one_line_error(run_script("train_cifar.py", *TINY, "--plain", "--max-epoch", "3", "--logdir", logdir,
                                      "--resume"), "to none (--plain)")
     assert listing(logdir) == before
