@@ -83,7 +83,8 @@ def main():
     recipe = dataclasses.replace(
         DIGITS_DEMO, num_units=2, epsilon=0.5, epsilon_start_epoch=0, batch=BATCH, steps_per_epoch=STEPS_PER_EPOCH,
         max_epoch=args.max_epoch, standard_lr=((0, 0.0),), fast_lr=((0, 0.1), (1, 0.01), (3, 0.001)),
-        adaptive_threshold=1.0, logdir=os.path.join("train_log", "run"), trainer="horovod", resume=args.resume)
+        adaptive_k=1, adaptive_threshold=1.0, logdir=os.path.join("train_log", "run"), trainer="horovod",
+        resume=args.resume)
     digits = build_dataflow("digits", "train", BATCH)
     data = ZerosAfter(digits, STEPS_PER_EPOCH) if rank == 0 else digits
     size = dataset_info("digits").image_size
