@@ -46,8 +46,11 @@ def _keep_factor(batch_max, epsilon):
 
 
 def response_max_per_example(F):
-    """max |F| over every axis but the batch axis: shape [batch]."""
-    return tf.reduce_max(tf.abs(F), axis=list(range(1, F.shape.rank)))
+    """max |F| over every axis but the batch axis: shape [batch].
+
+    Written max(max F, -min F): two reads of F and no full-size temporary, where max(abs(F)) writes |F| first."""
+    axes = list(range(1, F.shape.rank))
+    return tf.maximum(tf.reduce_max(F, axis=axes), -tf.reduce_min(F, axis=axes))
 
 
 def strict_identity(F, epsilon):
@@ -57,23 +60,26 @@ def strict_identity(F, epsilon):
 
 
 def gated_sum(shortcut, residual, keep):
-    """shortcut + keep · residual, exactly `shortcut` when keep is 0, without control flow.
+    """shortcut + keep · residual, exactly `shortcut` when keep is 0, without control flow or a select.
 
     Released code: shortcut + T·F, a multiply. When T is exactly 0 that sum can differ from the shortcut in
-    bits (-0 + 0 is +0; 0 · inf is NaN), so the closed gate selects the shortcut itself. The select on a
-    scalar predicate stays on the device and fuses under XLA, where a tf.cond would lower to Switch/Merge ops
-    whose predicate is copied to the host once per block and step. T is 0 or 1 except in a band of width
-    1/L² (reachable in float32 only for ε near 0); when it is 1, 1 · F is F, bit for bit.
+    bits (-0 + 0 is +0; 0 · inf is NaN). Here the sum is written shortcut - mul_no_nan(F, -T):
+    - shut (T = 0): mul_no_nan gives +0 whatever F holds (inf, NaN), and x - (+0) is x bit for bit, -0 included;
+    - open (T = 1): F · -1 is -F exactly and x - (-F) is x + F exactly, as in the released code;
+    - in the band 0 < T < 1 (width 1/L², reachable in float32 only for ε near 0) it is shortcut + T·F.
+    Two element-wise passes that fuse under XLA. A tf.cond would lower to Switch/Merge ops whose predicate is
+    copied to the host once per block and step; a select on the scalar predicate costs a broadcast pass (on this
+    CPU it took more time than the rest of the gate together).
     """
     return _gated_sum(shortcut, residual, keep)
 
 
 @tf.custom_gradient
 def _gated_sum(shortcut, residual, keep):
-    """The select's own gradient would be 36 graph ops per block (broadcast reductions for the select, the add
-    and the multiply), a tenth of a deep network's graph; the gradient it computes is just this: the shortcut
-    passes g, the residual gets keep·g (0 when shut), and keep has none (the paper's T is held constant)."""
-    out = tf.where(tf.equal(keep, 0.0), shortcut, shortcut + keep * residual)
+    """TensorFlow's own gradient here would be ~20 graph ops per block (broadcast reductions for the multiply
+    and the subtraction); the gradient it computes is just this: the shortcut passes g, the residual gets keep·g
+    (0 when shut), and keep has none (the paper's T is held constant)."""
+    out = shortcut - tf.math.multiply_no_nan(residual, -keep)
 
     def grad(g):
         return g, keep * g, None
