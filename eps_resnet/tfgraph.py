@@ -55,7 +55,8 @@ def add_vector_moving_summary(tags, values, decay=0.95):
             debiased = new_average / new_weight
             tfv1.add_to_collection(MOVING_SUMMARY_OPS_KEY, debiased)
             current = average / tf.maximum(weight, 1e-12)
-        for i, tag in enumerate(tags):
+        # one Unpack op, where current[i] would be a strided slice and three constants per tag
+        for tag, value in zip(tags, tf.unstack(current, num=len(tags))):
             # "-summary": the name itself is taken by the op; tensorpack's monitors strip the suffix
-            tfv1.summary.scalar(tag + "-summary", current[i])
+            tfv1.summary.scalar(tag + "-summary", value)
     return current

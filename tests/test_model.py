@@ -117,11 +117,15 @@ def test_a_few_sgd_steps_train_and_summaries_exist():
             sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
             costs = [sess.run([cost, train_op], {image: im, label: lb})[0] for _ in range(5)]
             summary = sess.run(tfv1.summary.merge_all(), {image: im, label: lb})
+            kernels = sess.run([v for v in tfv1.trainable_variables() if v.op.name.endswith("/W")])
+            wd_cost, wd = sess.run(["wd_cost:0", "weight_decay:0"])
+    assert len(kernels) == 9  # conv0, 2 per block, both heads
+    np.testing.assert_allclose(wd_cost, wd * sum((k.astype(np.float64) ** 2).sum() / 2 for k in kernels), rtol=1e-5)
     assert all(np.isfinite(costs)) and costs[-1] < costs[0]
     text = " ".join(sorted(tags))
     for needed in ("discarded_cnt", "discarded_ratio", "res2.0/is_discarded", "res3.0/batch_response_max",
                    "res1.0/response_mean", "cross_entropy_loss", "side_train_error", "train_error",
-                   "learning_rate", "epsilon", "conv1/W-rms", "wd_cost"):
+                   "learning_rate", "epsilon", "conv1/W-histogram", "wd_cost"):
         assert needed in text, needed
     assert len(summary) > 100
     for name in ("epsilon:0", "learning_rate:0", "logits:0", "incorrect_vector:0", "side_incorrect_vector:0",
@@ -170,23 +174,30 @@ def test_shared_epsilon_is_one_variable_across_towers():
 
 
 def test_graph_building_work_per_block_does_not_grow_with_depth(monkeypatch):
-    # Counting, not timing: every hash or == of a variable under TensorFlow 2's tensor equality calls this
-    # context-stack walk, and tf-keras's legacy layers do O(all variables) of those per layer.
+    # Counting, not timing, two kinds of work that once made building quadratic in depth:
+    # - every hash or == of a variable under TensorFlow 2's tensor equality calls a context-stack walk, and
+    #   tf-keras's legacy layers did O(all variables) of those per layer;
+    # - every scan of a variable collection reads each variable's name, and tf.custom_gradient scanned all
+    #   variables on each call (once per gate).
     from tensorflow.python.framework import ops
-    calls = []
+    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable
+    walks, names = [], []
     walk = ops.executing_eagerly_outside_functions
-    monkeypatch.setattr(ops, "executing_eagerly_outside_functions", lambda: calls.append(1) or walk())
+    monkeypatch.setattr(ops, "executing_eagerly_outside_functions", lambda: walks.append(1) or walk())
+    name = BaseResourceVariable.name
+    monkeypatch.setattr(BaseResourceVariable, "name", property(lambda v: names.append(1) or name.fget(v)))
 
     def work(n):
-        del calls[:]
+        del walks[:], names[:]
         with tf.Graph().as_default():
             image, label, cost = build(EpsResNet(cifar_plan(n)))
             tfv1.gradients(cost, tfv1.trainable_variables())
-        return len(calls)
+        return len(walks), len(names)
 
     w1, w2, w4 = work(1), work(2), work(4)
-    per_block_shallow, per_block_deep = (w2 - w1) / 3, (w4 - w2) / 6  # 3 more blocks, then 6 more
-    assert per_block_deep <= 1.05 * per_block_shallow, (w1, w2, w4)
+    for kind in range(2):
+        per_block_shallow, per_block_deep = (w2[kind] - w1[kind]) / 3, (w4[kind] - w2[kind]) / 6  # 3 more, 6 more
+        assert per_block_deep <= 1.05 * per_block_shallow, (kind, w1, w2, w4)
 
 
 def test_gate_statistics_are_averaged_over_towers_fed_different_data():
