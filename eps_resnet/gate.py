@@ -15,6 +15,7 @@ The graph version computes the same value with the same gradient almost everywhe
   stop_gradient: that removes a rare gradient spike and no useful signal. The reduction then needs no
   backward pass at all.
 """
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -38,25 +39,48 @@ def strict_identity_numpy(F: np.ndarray, epsilon: float) -> np.ndarray:
     return T * F
 
 
-def _keep_factor(batch_max, epsilon):
+@dataclass(frozen=True)
+class GateConstants:
+    """The scalars every gate of a tower reads: ε and the constants of T, made once per tower.
+
+    Built per gate they were 9 constant ops each, in the training and in the inference tower; every op costs
+    start-up time, more as the graph grows (TensorFlow copies and prunes the whole graph for each new set of
+    fetches). Make them with `GateConstants.of(epsilon)`.
+    """
+    epsilon: object       # scalar tensor, the residual's dtype
+    minus_l: object       # -L
+    one: object
+    zero: object
+    example_axes: object  # [1, 2, 3]: every axis of an NHWC or NCHW tensor but the batch axis
+    batch_axis: object    # 0
+
+    @staticmethod
+    def of(epsilon, dtype=tf.float32, rank=4):
+        """`epsilon`: a float, a scalar tensor or a variable."""
+        with tf.name_scope("gate_constants"):
+            return GateConstants(epsilon=tf.cast(epsilon, dtype), minus_l=tf.constant(-L_CONSTANT, dtype),
+                                 one=tf.constant(1.0, dtype), zero=tf.constant(0.0, dtype),
+                                 example_axes=tf.constant(list(range(1, rank))), batch_axis=tf.constant(0))
+
+
+def _keep_factor(batch_max, c: GateConstants, name=None):
     """T of the paper from the batch max of |F| (a scalar), without gradient."""
-    s = tf.nn.relu(batch_max - epsilon)
-    T = tf.nn.relu(tf.nn.relu(-L_CONSTANT * s + 1.0) * (-L_CONSTANT) + 1.0)
-    return tf.stop_gradient(T)
+    s = tf.nn.relu(batch_max - c.epsilon)
+    T = tf.nn.relu(tf.nn.relu(c.minus_l * s + c.one) * c.minus_l + c.one)
+    return tf.stop_gradient(T, name=name)
 
 
-def response_max_per_example(F):
+def response_max_per_example(F, c: GateConstants, name=None):
     """max |F| over every axis but the batch axis: shape [batch].
 
     Written max(max F, -min F): two reads of F and no full-size temporary, where max(abs(F)) writes |F| first."""
-    axes = list(range(1, F.shape.rank))
-    return tf.maximum(tf.reduce_max(F, axis=axes), -tf.reduce_min(F, axis=axes))
+    return tf.maximum(tf.reduce_max(F, axis=c.example_axes), -tf.reduce_min(F, axis=c.example_axes), name=name)
 
 
 def strict_identity(F, epsilon):
     """S(F) in any tf.compat.v1 graph. `epsilon` is a float or a scalar tensor/variable."""
-    epsilon = tf.cast(epsilon, F.dtype)
-    return _keep_factor(tf.reduce_max(response_max_per_example(F)), epsilon) * F
+    c = GateConstants.of(epsilon, F.dtype, F.shape.rank)
+    return _keep_factor(tf.reduce_max(response_max_per_example(F, c)), c) * F
 
 
 def gated_sum(shortcut, residual, keep):
@@ -97,15 +121,16 @@ def _gated_sum_gradient(op, grad, *_unused_outputs):
 def StrictIdentityGate(residual, epsilon, shortcut=None):
     """Gate a block's residual response; with `shortcut`, return shortcut + S(residual).
 
+    `epsilon`: the tower's GateConstants (a network passes the same to every gate), or a float or scalar tensor.
     Called without a layer name inside a block's variable scope, it creates the named tensors
     `<block>/response_max` (per example, [batch]), `<block>/batch_response_max` (scalar),
     `<block>/keep` (T) and `<block>/is_discarded` (1.0 when the gate is closed).
     """
-    epsilon = tf.cast(epsilon, residual.dtype)
-    per_example = tf.identity(response_max_per_example(residual), name="response_max")
-    batch_max = tf.reduce_max(per_example, name="batch_response_max")
-    keep = tf.identity(_keep_factor(batch_max, epsilon), name="keep")
-    tf.cast(tf.equal(keep, 0.0), tf.float32, name="is_discarded")
+    c = epsilon if isinstance(epsilon, GateConstants) else GateConstants.of(epsilon, residual.dtype)
+    per_example = response_max_per_example(residual, c, name="response_max")
+    batch_max = tf.reduce_max(per_example, axis=c.batch_axis, name="batch_response_max")
+    keep = _keep_factor(batch_max, c, name="keep")
+    tf.cast(tf.equal(keep, c.zero), tf.float32, name="is_discarded")
     if shortcut is None:
         return keep * residual
     return gated_sum(shortcut, residual, keep)

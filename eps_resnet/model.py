@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from . import UserError
-from .gate import StrictIdentityGate, add_tower_gate_statistics
+from .gate import GateConstants, StrictIdentityGate, add_tower_gate_statistics
 from .layers import bn_relu, conv2d
 from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
 from .tfcompat import tf, tfv1
@@ -132,7 +132,8 @@ class EpsResNet(ModelDesc):
         plan = self.plan
         epsilon = None
         if self.gated:  # read once per tower: every gate uses this value (one copy to the tower's device)
-            epsilon = tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value")
+            epsilon = GateConstants.of(
+                tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value"))
         x = self._preprocess(image)
         side_logits = None
         gates = []
