@@ -17,7 +17,8 @@ from .fileio import append_json_line, disk_error_hint, write_failure_reason
 from .gate import average_gate_statistics, unpack_gate_statistics
 
 from .plan import Plan
-from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_partial_checkpoint
+from .rundir import (DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_files, checkpoint_steps, read_records,
+                     remove_partial_checkpoint)
 from .tfcompat import tf, tfv1
 from .tfgraph import find_shared_variable
 
@@ -258,6 +259,51 @@ class TrainingDiverged(UserError):
 
 
 
+class CheckpointWriter:
+    """Writes every global variable to a `model-N` checkpoint with one SaveV2 op, in the format tf.train.Saver
+    writes and reads, and keeps the newest `max_to_keep`.
+
+    tf.train.Saver also builds a restore op and an identity for each variable, which training never runs:
+    2 of every 9 ops of a deep network's graph, and each op costs start-up time (TensorFlow copies and prunes the
+    whole graph for every new set of fetches). The save reads each variable through the read op the variable
+    already has. Restoring (resume, export) goes through tensorpack's and TensorFlow's own savers.
+    """
+
+    def __init__(self, logdir, max_to_keep):
+        self.logdir, self.max_to_keep = logdir, max_to_keep
+        graph = tfv1.get_default_graph()
+        if tfv1.get_collection(tfv1.GraphKeys.SAVEABLE_OBJECTS):
+            raise ValueError("the graph has saveable objects besides variables; CheckpointWriter saves variables only")
+        variables = sorted(tfv1.global_variables(), key=lambda v: v.op.name)
+        with graph.name_scope("checkpoint_writer"), tf.device("/cpu:0"):
+            self._prefix = tfv1.placeholder(tf.string, [], name="prefix")
+            self._save = tf.raw_ops.SaveV2(prefix=self._prefix, tensor_names=[v.op.name for v in variables],
+                                           shape_and_slices=[""] * len(variables),
+                                           tensors=[self._read_op(graph, v) for v in variables])
+
+    @staticmethod
+    def _read_op(graph, variable):
+        try:  # the read op a resource variable makes when it is created
+            return graph.get_tensor_by_name(variable.op.name + "/Read/ReadVariableOp:0")
+        except KeyError:
+            return variable.value()
+
+    def save(self, sess, step) -> str:
+        """Write `model-<step>`, point TensorFlow's `checkpoint` file at it, then delete the checkpoints before the
+        newest `max_to_keep` of those up to `step` (later ones, left by another start of the run, are not ours)."""
+        prefix = os.path.join(self.logdir, "model-%d" % step)
+        sess.run(self._save, {self._prefix: prefix})
+        kept = [s for s in checkpoint_steps(self.logdir) if s <= step][-self.max_to_keep:]
+        tfv1.train.update_checkpoint_state(self.logdir, os.path.basename(prefix),
+                                           all_model_checkpoint_paths=["model-%d" % s for s in kept])
+        for old in checkpoint_steps(self.logdir):
+            if old < kept[0]:  # the index first: without it the files no longer count as a checkpoint
+                for path in sorted(checkpoint_files(os.path.join(self.logdir, "model-%d" % old)),
+                                   key=lambda p: not p.endswith(".index")):
+                    os.remove(path)
+        return prefix
+
+
 class EpochCheckpoint(MonitorBase):
     """Saves `model-N` at each epoch end, and stops the run (one line, exit 2) if it cannot be written.
 
@@ -273,18 +319,12 @@ class EpochCheckpoint(MonitorBase):
         self.max_to_keep = max_to_keep
 
     def _setup_graph(self):
-        self._saver = tfv1.train.Saver(max_to_keep=self.max_to_keep, save_relative_paths=True)
-
-    def _before_train(self):
-        # checkpoints of earlier sessions of a resumed run count towards max_to_keep
-        steps = [s for s in checkpoint_steps(self.logdir) if s <= self.global_step]
-        self._saver.recover_last_checkpoints([os.path.join(self.logdir, "model-%d" % s) for s in steps])
+        self._writer = CheckpointWriter(self.logdir, self.max_to_keep)
 
     def _trigger_epoch(self):
         prefix = os.path.join(self.logdir, "model-%d" % self.global_step)
         try:
-            self._saver.save(self.trainer.sess, os.path.join(self.logdir, "model"), global_step=self.global_step,
-                             write_meta_graph=False)
+            self._writer.save(self.trainer.sess, self.global_step)
         except (OSError, tf.errors.OpError) as e:
             remove_partial_checkpoint(prefix)
             reason = write_failure_reason(e)
