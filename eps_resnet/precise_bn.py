@@ -76,12 +76,22 @@ def recompute_bn_statistics(plan: Plan, checkpoint: str, batches: Iterable[np.nd
     return {"images": count, "layers": len(layers), "largest_change": change}
 
 
-def training_batches(dataset: str, data_dir, image_size: int, batches: int, batch_size: int = 64) -> Iterator[np.ndarray]:
+def training_batches(dataset: str, data_dir, image_size: int, batches: int, batch_size: int = 64,
+                     seed: int = 0) -> Iterator[np.ndarray]:
     """`batches` batches of the training split as training sees them (shuffled, augmented); a training set smaller
-    than that is passed over again."""
+    than that is passed over again. The shuffling and augmentation draw from `seed`, so two exports of one run
+    re-estimate the same statistics."""
+    from tensorpack.utils import utils as tensorpack_utils
     from .data import build_dataflow
     ds = build_dataflow(dataset, "train", batch_size, data_dir=data_dir, image_size=image_size)
-    ds.reset_state()
+    # tensorpack seeds every dataflow's RNG from the time unless its global seed is set; set it only while the
+    # dataflow draws its RNGs, so that nothing else in the process changes
+    before = tensorpack_utils._RNG_SEED
+    tensorpack_utils.fix_rng_seed(seed)
+    try:
+        ds.reset_state()
+    finally:
+        tensorpack_utils._RNG_SEED = before
     produced = 0
     while produced < batches:
         before = produced

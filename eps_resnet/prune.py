@@ -190,7 +190,8 @@ def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray, bn_ch
     else:
         logits, _, _ = calibrate(base, images)
     return {"baseline_logdir": os.path.abspath(base.logdir), "baseline_checkpoint": base.checkpoint,
-            "baseline_layers": base.plan.full_depth, "baseline_params": base.plan.num_params,
+            "baseline_layers": base.plan.full_depth, "baseline_title": base.plan.title,
+            "baseline_params": base.plan.num_params,
             "baseline_val_error": float(np.mean(logits.argmax(1) != labels)),
             "baseline_bn_recomputed": bool(bn_checkpoint)}
 

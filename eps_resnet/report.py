@@ -44,10 +44,11 @@ def summary_table(report: dict) -> str:
 def comparison_line(report: dict) -> str:
     """One line: blocks discarded, compression, validation error of the export against the plain baseline."""
     return ("ε-ResNet: %d of %d blocks discarded, compression %.2f (%d -> %d layers, %.3f M -> %.3f M parameters); "
-            "validation error %.2f%% (reduced export) vs %.2f%% (plain ResNet-%d), %+.2f points, on the same %d images"
+            "validation error %.2f%% (reduced export) vs %.2f%% (plain %s), %+.2f points, on the same %d images"
             % (len(report["discarded"]), len(report["evidence"]), report["compression_ratio"], report["layers_before"],
                report["layers_after"], report["params_before"] / 1e6, report["params_after"] / 1e6,
-               100 * report["val_error_export"], 100 * report["baseline_val_error"], report["baseline_layers"],
+               100 * report["val_error_export"], 100 * report["baseline_val_error"],
+               report.get("baseline_title", "ResNet-%d" % report["baseline_layers"]),  # reports before it was kept
                100 * (report["val_error_export"] - report["baseline_val_error"]), report["calibration_images"]))
 
 

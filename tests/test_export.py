@@ -63,6 +63,9 @@ def test_demo_export_in_a_clean_process_scores_what_its_report_says(demo_export,
     bn = report["recomputed_bn"]
     assert bn["images"] == 20 * 64 and bn["layers"] > 0 and 0 <= bn["val_error_trained_statistics"] <= 1
     assert report["baseline_bn_recomputed"] is True
+    from eps_resnet.report import comparison_line
+    assert report["baseline_title"] == "ResNet-32" and "(plain ResNet-32)" in comparison_line(report)
+    assert "(plain WRN-16-4)" in comparison_line(dict(report, baseline_title="WRN-16-4"))  # not "ResNet-14"
     assert report["error_change"] == pytest.approx(report["val_error_export"] - report["val_error_gated"])
     assert "BatchNorm statistics re-estimated for the reduced network on 1280 training images" in proc.stdout
 
