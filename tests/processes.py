@@ -1,6 +1,7 @@
 """Run the project's scripts in subprocesses, as a user would."""
 import os
 import subprocess
+import signal
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +38,10 @@ class Background:
     def __init__(self, cmd, env):
         import tempfile
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=self._err, text=True, env=env)
+        # Ctrl-C reaches it as in a terminal, even when the tests run as a background job (which ignores SIGINT,
+        # and Python keeps an ignored SIGINT ignored)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=self._err, text=True, env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.pid = self.proc.pid
 
     def poll(self):
