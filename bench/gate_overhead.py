@@ -3,11 +3,13 @@
 CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU, in the session config training uses (Grappler off
 on a machine without GPUs). Both graphs live in one process; rounds of
 steps alternate between them so machine noise hits both alike. Prints the median step time of each
-and the ratio gated / plain (target: <= 1.02).
+and the ratio gated / plain (target: <= 1.02); and, for reference, the same for gates whose sum is the released
+code's shortcut + T·F with TensorFlow's own gradient (what the method costs before our exact closed gate).
 
     python bench/gate_overhead.py [--n 5] [--batch 32] [--rounds 12] [--steps 5]
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -16,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eps_resnet  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
+from eps_resnet import gate  # noqa: E402
 from eps_resnet.gate import average_gate_statistics  # noqa: E402
 from eps_resnet.inference import interleaved_times  # noqa: E402
 from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
@@ -31,10 +34,22 @@ def training_session_config():
     return session_creator(DIGITS_DEMO).config
 
 
-def make_trainer(plan, epsilon, batch, data_format):
+@contextlib.contextmanager
+def released_sum():
+    """Build gates whose sum is the released code's shortcut + T·F (TensorFlow's own gradient), for reference:
+    the cost of the method itself, before our exactness when shut and our hand-written gradient."""
+    ours = gate.gated_sum
+    gate.gated_sum = lambda shortcut, residual, keep: shortcut + keep * residual
+    try:
+        yield
+    finally:
+        gate.gated_sum = ours
+
+
+def make_trainer(plan, epsilon, batch, data_format, released=False):
     """A session and a train op for one model; the batch is a constant in the graph (no feed cost)."""
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), (released_sum() if released else contextlib.nullcontext()):
         rng = np.random.RandomState(0)
         image = tf.constant(rng.randint(0, 256, (batch, 32, 32, 3)).astype(np.uint8))
         label = tf.constant(rng.randint(0, plan.num_classes, batch).astype(np.int32))
@@ -65,18 +80,19 @@ def main():
 
     plan = cifar_plan(args.n)
     runs = {"plain": make_trainer(plan, None, args.batch, args.data_format),
-            "gated": make_trainer(plan, args.epsilon, args.batch, args.data_format)}
+            "gated": make_trainer(plan, args.epsilon, args.batch, args.data_format),
+            "released": make_trainer(plan, args.epsilon, args.batch, args.data_format, released=True)}
     times = interleaved_times({name: (lambda sess=sess, op=op: sess.run(op)) for name, (sess, op) in runs.items()},
                               rounds=args.rounds, repeat=args.steps)
     # Each round times both models back to back, so the per-round ratio cancels slow drifts of the
     # shared machine; the median of those ratios is the figure, the quartiles show the noise.
-    ratios = np.array(times["gated"]) / np.array(times["plain"])
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
     print("ResNet-%d (n=%d), batch %d, %s, %d rounds x %d steps"
           % (plan.depth, args.n, args.batch, args.data_format, args.rounds, args.steps))
-    print("plain step: %.1f ms   gated step: %.1f ms  (medians)"
-          % (np.median(times["plain"]) * 1e3, np.median(times["gated"]) * 1e3))
-    print("ratio gated / plain: %.3f  (quartiles %.3f-%.3f; target <= 1.02)" % (med, q1, q3))
+    print("plain step: %.1f ms   gated step: %.1f ms   released-sum gated step: %.1f ms  (medians)"
+          % tuple(np.median(times[k]) * 1e3 for k in ("plain", "gated", "released")))
+    for name, note in (("gated", "target <= 1.02"), ("released", "the released code's sum, for reference")):
+        q1, med, q3 = np.percentile(np.array(times[name]) / np.array(times["plain"]), [25, 50, 75])
+        print("ratio %s / plain: %.3f  (quartiles %.3f-%.3f; %s)" % (name, med, q1, q3, note))
 
 if __name__ == "__main__":
     main()
