@@ -1,6 +1,6 @@
 """The ε frontier of one trained ε-ResNet: how much more could be removed, at what error, without training again.
 
-    python -m eps_resnet.frontier LOGDIR --out DIR [--data DIR] [--max-error-increase P]
+    python -m eps_resnet.frontier LOGDIR --out DIR [--data DIR] [--max-error-increase P] [--recompute-bn N]
 
 The paper leaves open how to find "a good ε value that produces maximum compression with marginal or no loss in
 performance" (Sec. 6); its Fig. 8 needs one training run per ε. This command estimates the curve from one run:
@@ -8,7 +8,8 @@ performance" (Sec. 6); its Fig. 8 needs one training run per ε. This command es
 1. One calibration pass of the gated model over the validation split gives each block's largest response max|F|.
 2. The first point is the trained ε: the blocks below it are removed (prune_export's rule; same error).
 3. For every larger ε' at which one more block falls below it (ε' is rounded up above that block's largest
-   response), those blocks are removed as well and the reduced network is evaluated.
+   response), those blocks are removed as well and the reduced network is evaluated: with training's BatchNorm
+   statistics, or with `--recompute-bn N` with statistics re-estimated for that network, as the export does.
 
 What it estimates: a block removed above the trained ε had responses that were not zero, so removing it changes
 the function the network computes; the point's error is measured, not guaranteed by training. A retraining at
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -37,7 +39,7 @@ from tabulate import tabulate
 from . import UserError
 from .fileio import atomic_write_text
 from .figures import pyplot, save_figure
-from .prune import calibrate, calibration_images, load_run, network_logits
+from .prune import calibrate, calibration_images, load_run, network_logits, reestimate_bn
 from .rundir import holds_run
 
 SCRIPTS = {"cifar10": "train_cifar.py", "cifar100": "train_cifar.py --cifar100", "digits": "train_cifar.py --demo",
@@ -76,8 +78,13 @@ def frontier_points(largest: Dict[str, float], trained_epsilon: float) -> List[d
 
 def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Optional[str] = None,
                      calib_batches: Optional[int] = None, max_error_increase: Optional[float] = None,
-                     log=print) -> dict:
-    """The frontier of the run in `logdir` as a dict (what frontier.json holds)."""
+                     recompute_bn: int = 0, log=print) -> dict:
+    """The frontier of the run in `logdir` as a dict (what frontier.json holds). `recompute_bn` > 0 evaluates each
+    point's reduced network with BatchNorm statistics re-estimated on that many training batches of 64, as
+    `prune_export.py --recompute-bn` exports it (docs/FIDELITY.md, "Beyond the paper")."""
+    if recompute_bn < 0:
+        raise UserError("--recompute-bn takes a number of training batches (0: keep the trained statistics), got %d"
+                        % recompute_bn)
     run = load_run(logdir, checkpoint)
     if not run.gated:
         raise UserError("%s is a plain ResNet run (no gates, no ε); the frontier needs an ε-ResNet run" % logdir)
@@ -94,7 +101,13 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
     rows = []
     for p in points:
         reduced = plan.without(p["removed"])
-        wrong = network_logits(reduced, run.checkpoint, images).argmax(1) != labels
+        if recompute_bn:
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = os.path.join(tmp, "reduced")
+                reestimate_bn(reduced, run, data_dir, recompute_bn, weights)
+                wrong = network_logits(reduced, weights, images).argmax(1) != labels
+        else:
+            wrong = network_logits(reduced, run.checkpoint, images).argmax(1) != labels
         rows.append({"epsilon": p["epsilon"], "blocks_removed": len(p["removed"]), "removed_blocks": p["removed"],
                      "layers_after": reduced.depth, "params_after": reduced.num_params, "flops_after": reduced.flops,
                      "compression_ratio": plan.full_depth / reduced.depth,
@@ -109,14 +122,14 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
               "trained_epsilon": trained, "blocks": len(plan.blocks), "layers_before": plan.full_depth,
               "params_before": plan.num_params, "images": int(len(images)), "select_images": int(select.sum()),
               "check_images": int((~select).sum()),
-              "val_error_gated": float(np.mean(gated_logits.argmax(1) != labels)),
+              "val_error_gated": float(np.mean(gated_logits.argmax(1) != labels)), "recompute_bn": recompute_bn,
               "largest_response": largest, "points": rows}
     if max_error_increase is not None:
-        result["suggestion"] = suggest(rows, max_error_increase, run)
+        result["suggestion"] = suggest(rows, max_error_increase, run, recompute_bn)
     return result
 
 
-def suggest(rows: List[dict], max_error_increase: float, run) -> dict:
+def suggest(rows: List[dict], max_error_increase: float, run, recompute_bn: int = 0) -> dict:
     """The largest ε whose select-half error is within `max_error_increase` points of the trained network's, and
     whether the check half (not used to choose) keeps the bound."""
     bound = rows[0]["val_error_select"] + max_error_increase / 100.0
@@ -127,7 +140,8 @@ def suggest(rows: List[dict], max_error_increase: float, run) -> dict:
             "select_increase": 100 * (chosen["val_error_select"] - rows[0]["val_error_select"]),
             "check_increase": check_increase, "holds_on_check": check_increase <= max_error_increase + 1e-9,
             "retrain_command": retrain_command(run, chosen["epsilon"]),
-            "export_command": "python prune_export.py %s --out EXPORT_DIR --epsilon %g" % (run.logdir, chosen["epsilon"])}
+            "export_command": "python prune_export.py %s --out EXPORT_DIR --epsilon %g%s"
+                              % (run.logdir, chosen["epsilon"], " --recompute-bn %d" % recompute_bn if recompute_bn else "")}
 
 
 def retrain_command(run, epsilon: float) -> str:
@@ -172,11 +186,18 @@ def suggestion_lines(result: dict) -> List[str]:
             "or export this point as it is:", "  " + s["export_command"]]
 
 
+def statistics_line(result: dict) -> str:
+    n = result.get("recompute_bn", 0)
+    if n:
+        return "BatchNorm statistics re-estimated for each point's network on %d training images" % (64 * n)
+    return "BatchNorm statistics: training's moving averages (--recompute-bn N re-estimates them, as the export can)"
+
+
 def frontier_markdown(result: dict) -> str:
     lines = ["# ε frontier of %s" % result["logdir"], "",
-             "Trained ε %g, %d held-out images (select half %d, check half %d), gated model's error %.2f%%."
+             "Trained ε %g, %d held-out images (select half %d, check half %d), gated model's error %.2f%%. %s."
              % (result["trained_epsilon"], result["images"], result["select_images"], result["check_images"],
-                100 * result["val_error_gated"]), "", "```", frontier_table(result), "```", ""]
+                100 * result["val_error_gated"], statistics_line(result)), "", "```", frontier_table(result), "```", ""]
     extra = suggestion_lines(result)
     if extra:
         lines += ["```"] + extra + ["```", ""]
@@ -233,6 +254,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     add_checkpoint_data_flags(p)
     p.add_argument("--max-error-increase", type=float, default=None, metavar="P",
                    help="suggest the largest ε within P percentage points of the trained network's error")
+    p.add_argument("--recompute-bn", type=int, default=0, metavar="N",
+                   help="evaluate each point with its reduced network's BatchNorm statistics re-estimated on N batches "
+                        "of 64 training images, as prune_export.py --recompute-bn N exports it (default 0: keep "
+                        "training's moving averages)")
     args = p.parse_args(argv)
     try:
         real_out, real_log = os.path.realpath(args.out), os.path.realpath(args.logdir)
@@ -243,11 +268,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .prune import quiet_layer_logs
         quiet_layer_logs()
         result = compute_frontier(args.logdir, args.data, args.checkpoint, args.calib_batches,
-                                  args.max_error_increase)
+                                  args.max_error_increase, args.recompute_bn)
         paths = write_frontier(result, args.out)
     except UserError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
+    print(statistics_line(result))
     print(frontier_table(result))
     for line in suggestion_lines(result):
         print(line)

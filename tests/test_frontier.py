@@ -76,6 +76,19 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     assert exported["verification"]["max_abs_diff"] <= 1e-3
     assert "above the trained ε" in proc.stdout and "points" in proc.stdout
 
+    # with the export's re-estimated statistics (20 batches, the same fixed seed) the first point is the export
+    again = str(tmp_path / "frontier-bn")
+    proc = run_script("-m", "eps_resnet.frontier", demo["eps"], "--out", again, "--recompute-bn", "20",
+                      "--max-error-increase", "3", check=True)
+    recomputed = json.load(open(os.path.join(again, "frontier.json")))
+    assert recomputed["recompute_bn"] == 20 and "re-estimated for each point's network on 1280" in proc.stdout
+    assert recomputed["points"][0]["val_error"] == pytest.approx(report["val_error_export"], abs=1e-9)
+    assert [p["removed_blocks"] for p in recomputed["points"]] == [p["removed_blocks"] for p in points]
+    assert recomputed["suggestion"]["export_command"].endswith("--recompute-bn 20")
+    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out", str(tmp_path / "y"),
+                                     "--recompute-bn", "-2"), "--recompute-bn takes a number of training batches")
+    assert not os.path.exists(str(tmp_path / "y"))
+
     # requests that cannot be met: one line each, nothing written
     assert_one_line_error(run_script("prune_export.py", demo["eps"], "--out", str(tmp_path / "x"), "--epsilon",
                                      report["epsilon"] / 2, "--no-timing"), "below the run's trained ε")
