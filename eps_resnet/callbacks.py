@@ -17,8 +17,7 @@ from .fileio import append_json_line, disk_error_hint, write_failure_reason
 from .gate import average_gate_statistics, unpack_gate_statistics
 
 from .plan import Plan
-from .rundir import (DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_files, checkpoint_steps, read_records,
-                     remove_partial_checkpoint)
+from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_checkpoint
 from .tfcompat import tf, tfv1
 from .tfgraph import find_shared_variable
 
@@ -293,14 +292,13 @@ class CheckpointWriter:
         newest `max_to_keep` of those up to `step` (later ones, left by another start of the run, are not ours)."""
         prefix = os.path.join(self.logdir, "model-%d" % step)
         sess.run(self._save, {self._prefix: prefix})
-        kept = [s for s in checkpoint_steps(self.logdir) if s <= step][-self.max_to_keep:]
+        steps = checkpoint_steps(self.logdir)
+        kept = [s for s in steps if s <= step][-self.max_to_keep:]
         tfv1.train.update_checkpoint_state(self.logdir, os.path.basename(prefix),
                                            all_model_checkpoint_paths=["model-%d" % s for s in kept])
-        for old in checkpoint_steps(self.logdir):
-            if old < kept[0]:  # the index first: without it the files no longer count as a checkpoint
-                for path in sorted(checkpoint_files(os.path.join(self.logdir, "model-%d" % old)),
-                                   key=lambda p: not p.endswith(".index")):
-                    os.remove(path)
+        for old in steps:
+            if old < kept[0]:
+                remove_checkpoint(os.path.join(self.logdir, "model-%d" % old))
         return prefix
 
 
@@ -326,7 +324,7 @@ class EpochCheckpoint(MonitorBase):
         try:
             self._writer.save(self.trainer.sess, self.global_step)
         except (OSError, tf.errors.OpError) as e:
-            remove_partial_checkpoint(prefix)
+            remove_checkpoint(prefix)
             reason = write_failure_reason(e)
             steps = [s for s in checkpoint_steps(self.logdir) if s < self.global_step]
             kept = ("the last good checkpoint model-%d is intact" % steps[-1]) if steps else "no checkpoint was written"

@@ -86,12 +86,12 @@ def training_batches(dataset: str, data_dir, image_size: int, batches: int, batc
     ds = build_dataflow(dataset, "train", batch_size, data_dir=data_dir, image_size=image_size)
     # tensorpack seeds every dataflow's RNG from the time unless its global seed is set; set it only while the
     # dataflow draws its RNGs, so that nothing else in the process changes
-    before = tensorpack_utils._RNG_SEED
+    global_seed = tensorpack_utils._RNG_SEED
     tensorpack_utils.fix_rng_seed(seed)
     try:
         ds.reset_state()
     finally:
-        tensorpack_utils._RNG_SEED = before
+        tensorpack_utils._RNG_SEED = global_seed
     produced = 0
     while produced < batches:
         before = produced

@@ -243,6 +243,12 @@ def kept_gates_closed(n: int, maxima: Dict[str, np.ndarray], epsilon: Optional[f
     return agree, shut
 
 
+def check_recompute_bn(batches: int):
+    if batches < 0:
+        raise UserError("--recompute-bn takes a number of training batches (0: keep the trained statistics), got %d"
+                        % batches)
+
+
 def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: int, out_checkpoint: str) -> dict:
     """precise_bn.recompute_bn_statistics of `plan` from `run`'s checkpoint on its training split."""
     from .precise_bn import recompute_bn_statistics, training_batches
@@ -381,9 +387,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
     if quantize not in TFLITE_FILES:
         raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
-    if recompute_bn < 0:
-        raise UserError("--recompute-bn takes a number of training batches (0: keep the trained statistics), got %d"
-                        % recompute_bn)
+    check_recompute_bn(recompute_bn)
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)

@@ -201,11 +201,12 @@ def checkpoint_files(prefix) -> List[str]:
                   if n == base + ".index" or n.startswith(base + ".data-"))
 
 
-def remove_partial_checkpoint(prefix):
-    """Remove what a failed save of `prefix` left (its files and TensorFlow's temporary folder)."""
+def remove_checkpoint(prefix):
+    """Remove the checkpoint `prefix`, or what a failed save of it left (its files and TensorFlow's temporary
+    folder). The index goes first: without it the rest no longer counts as a checkpoint, should this stop half-way."""
     import shutil
     folder, base = os.path.split(prefix)
-    for name in os.listdir(folder):
+    for name in sorted(os.listdir(folder), key=lambda n: n != base + ".index"):
         if name == base + ".index" or name.startswith((base + ".data-", base + "_temp")):
             path = os.path.join(folder, name)
             try:
