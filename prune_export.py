@@ -21,7 +21,7 @@ import argparse
 import sys
 
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from eps_resnet import cli
+from eps_resnet import cli, guard
 
 
 def main():
@@ -74,4 +74,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.main_guard(main, interrupted="interrupted; nothing was exported")
+    guard.main_guard(main, interrupted="interrupted; nothing was exported")

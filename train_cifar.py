@@ -12,7 +12,7 @@ Examples:
 import argparse
 
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from eps_resnet import UserError, cli
+from eps_resnet import UserError, cli, guard
 from eps_resnet.recipes import CIFAR10, CIFAR100, DIGITS_DEMO
 
 
@@ -38,4 +38,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.main_guard(main)
+    guard.main_guard(main)

@@ -8,7 +8,7 @@ Examples:
   python train_imagenet.py --data ~/data/imagenet --aug released --gpu 0,1      # the released code's colour chain
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from eps_resnet import cli
+from eps_resnet import cli, guard
 from eps_resnet.plan import IMAGENET_DEPTHS
 from eps_resnet.recipes import IMAGENET
 
@@ -32,4 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.main_guard(main)
+    guard.main_guard(main)

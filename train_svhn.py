@@ -7,7 +7,7 @@ Examples:
   python train_svhn.py --data ~/data/svhn --jitter released --mean-from all   # the released code's data pipeline
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from eps_resnet import cli
+from eps_resnet import cli, guard
 from eps_resnet.recipes import SVHN
 
 
@@ -25,4 +25,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.main_guard(main)
+    guard.main_guard(main)

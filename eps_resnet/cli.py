@@ -3,12 +3,9 @@ import argparse
 from typing import Optional, Tuple
 import dataclasses
 import os
-import signal
 import sys
 
 from . import UserError
-from .fileio import is_write_failure, write_failure_reason
-from .distributed import launched_by_horovodrun
 from .plan import Plan
 from .recipes import TRAINERS, Recipe
 
@@ -145,44 +142,6 @@ def plan_table(plan: Plan, gated: bool) -> str:
             % (plan.title, plan.style, plan.full_depth, len(plan.blocks) if gated else 0, plan.num_params / 1e6,
                plan.side_params, plan.flops / 1e9))
     return head + "\n" + table
-
-
-def main_guard(main, interrupted="interrupted; continue with --resume (from the last checkpoint, or afresh if "
-                                   "the run stopped before its first one)"):
-    """Run `main()`; a UserError (or a full disk) becomes one line on stderr and exit code 2; an interrupt
-    (Ctrl-C, or SIGTERM from a job scheduler) unwinds cleanly, stopping the dataflow workers, with exit code 130."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = main()
-    except UserError as e:
-        if not e.quiet:
-            print("error: %s" % e, file=sys.stderr)
-        exit_now(2)
-    except Exception as e:
-        if not is_write_failure(e):
-            raise
-        where = getattr(e, "filename", None) or "a file"
-        print("error: cannot write %s (%s); free disk space (or fix the permissions), then try again (a training run: "
-              "with --resume)" % (where, write_failure_reason(e)), file=sys.stderr)
-        exit_now(2)
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        exit_now(130)
-    sys.exit(result or 0)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
-def exit_now(code: int):
-    """Exit with `code`. In a Horovod run, exit at once: horovodrun stops the other ranks when one exits, and a
-    rank stopped that way (SIGTERM) must report the same code; atexit handlers would only delay us."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if launched_by_horovodrun():
-        os._exit(code)
-    sys.exit(code)
 
 
 def run_training(recipe: Recipe, dry_run: bool = False) -> int:

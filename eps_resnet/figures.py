@@ -2,14 +2,13 @@
 
     python -m eps_resnet.figures LOGDIR [--out DIR]
 """
-import json
 import os
-import sys
 from typing import List, Optional
 
 import numpy as np
 
 from . import UserError
+from .outputs import Staging, check_out
 from .plan import Plan
 from .rundir import DISCARDED_THRESHOLD, PLAN_FILE, read_records, read_stats
 
@@ -219,28 +218,27 @@ def figure_png(fig):
 
 
 def save_figure(fig, path: str):
-    """Write `fig` as a PNG at `path` in one step (a reader never sees half a file), then close it."""
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    """Write `fig` as a PNG at `path` (inside an outputs.Staging folder, so no reader sees half a file) and close it."""
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        pyplot().close(fig)
 
 
 def write_figures(logdir: str, out_dir: str, export_report: Optional[dict] = None, log=print) -> List[str]:
-    """Draw every figure that the records support into out_dir; returns the written paths."""
+    """Draw every figure that the records support into out_dir (a folder of the run itself, or outside any run);
+    returns the written paths."""
     runrec = RunRecords.load(logdir)
     if runrec.unknown_blocks:
         log("warning: records name blocks not in plan.json (ignored): %s" % ", ".join(runrec.unknown_blocks))
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name in FIGURES:
-        if name != "error_curves" and not runrec.records:
-            log("skipping %s: no discard records (a plain run, or no finished epoch)" % name)
-            continue
-        path = os.path.join(out_dir, name + ".png")
-        save_figure(draw(name, runrec, export_report), path)
-        written.append(path)
-    return written
+    out_dir = check_out(out_dir, own_run=logdir)
+    names = [n for n in FIGURES if n == "error_curves" or runrec.records]
+    for name in sorted(set(FIGURES) - set(names), key=FIGURES.index):
+        log("skipping %s: no discard records (a plain run, or no finished epoch)" % name)
+    with Staging(out_dir, "figures") as stage:
+        for name in names:
+            save_figure(draw(name, runrec, export_report), os.path.join(stage.path, name + ".png"))
+    return [os.path.join(out_dir, name + ".png") for name in names]
 
 
 def main(argv=None):
@@ -250,15 +248,14 @@ def main(argv=None):
     p.add_argument("logdir", metavar="LOGDIR")
     p.add_argument("--out", metavar="DIR", default=None, help="where to write the PNGs (default: LOGDIR/figures)")
     args = p.parse_args(argv)
-    try:
-        out = args.out or os.path.join(args.logdir, "figures")
-        for path in write_figures(args.logdir, out):
-            print(path)
-    except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    if not os.path.isdir(args.logdir):
+        raise UserError("log directory %s does not exist; pass the --logdir of a training run" % args.logdir)
+    out = os.path.join(args.logdir, "figures") if args.out is None else args.out
+    for path in write_figures(args.logdir, out):
+        print(path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .guard import main_guard
+    main_guard(main, interrupted="interrupted; no figures were written")

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 from typing import Dict, List, Optional
 
@@ -40,7 +39,7 @@ from . import UserError
 from .fileio import atomic_write_text
 from .figures import pyplot, save_figure
 from .prune import calibrate, calibration_images, check_recompute_bn, load_run, network_logits, reestimate_bn
-from .rundir import holds_run
+from .outputs import Staging, check_out
 
 SCRIPTS = {"cifar10": "train_cifar.py", "cifar100": "train_cifar.py --cifar100", "digits": "train_cifar.py --demo",
            "svhn": "train_svhn.py", "imagenet": "train_imagenet.py"}
@@ -232,15 +231,13 @@ def frontier_figure(result: dict):
 
 
 def write_frontier(result: dict, out: str) -> List[str]:
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UserError("cannot create --out %s (%s); choose a writable directory" % (out, e.strerror))
-    paths = [os.path.join(out, name) for name in ("frontier.json", "frontier.md", "frontier.png")]
-    atomic_write_text(paths[0], json.dumps(result, indent=1) + "\n")
-    atomic_write_text(paths[1], frontier_markdown(result))
-    save_figure(frontier_figure(result), paths[2])
-    return paths
+    names = ("frontier.json", "frontier.md", "frontier.png")
+    with Staging(out, "frontier") as stage:
+        folder = stage.path
+        atomic_write_text(os.path.join(folder, names[0]), json.dumps(result, indent=1) + "\n")
+        atomic_write_text(os.path.join(folder, names[1]), frontier_markdown(result))
+        save_figure(frontier_figure(result), os.path.join(folder, names[2]))
+    return [os.path.join(out, name) for name in names]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -257,20 +254,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "of 64 training images, as prune_export.py --recompute-bn N exports it (default 0: keep "
                         "training's moving averages)")
     args = p.parse_args(argv)
-    try:
-        real_out, real_log = os.path.realpath(args.out), os.path.realpath(args.logdir)
-        if real_out == real_log or real_out.startswith(real_log + os.sep) or holds_run(args.out):
-            raise UserError("--out %s is inside a training run; choose a directory of its own" % args.out)
-        if args.max_error_increase is not None and not args.max_error_increase >= 0:
-            raise UserError("--max-error-increase must be >= 0 percentage points, got %r" % args.max_error_increase)
-        from .prune import quiet_layer_logs
-        quiet_layer_logs()
-        result = compute_frontier(args.logdir, args.data, args.checkpoint, args.calib_batches,
-                                  args.max_error_increase, args.recompute_bn)
-        paths = write_frontier(result, args.out)
-    except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    out = check_out(args.out)  # before the computation: a wrong --out fails at once
+    if args.max_error_increase is not None and not args.max_error_increase >= 0:
+        raise UserError("--max-error-increase must be >= 0 percentage points, got %r" % args.max_error_increase)
+    from .prune import quiet_layer_logs
+    quiet_layer_logs()
+    result = compute_frontier(args.logdir, args.data, args.checkpoint, args.calib_batches,
+                              args.max_error_increase, args.recompute_bn)
+    paths = write_frontier(result, out)
     print(statistics_line(result))
     print(frontier_table(result))
     for line in suggestion_lines(result):
@@ -280,4 +271,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .guard import main_guard
+    main_guard(main, interrupted="interrupted; nothing was written")

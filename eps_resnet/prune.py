@@ -22,10 +22,11 @@ import numpy as np
 
 from . import UserError
 from .data import build_dataflow, dataset_info
-from .fileio import atomic_write_text, is_write_failure, write_failure_reason
+from .fileio import atomic_write_text
 from .inference import build_inference_graph, check_checkpoint_matches, interleaved_times
+from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
-from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, holds_run, is_export, read_records,
+from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, is_export, read_records,
                      read_settings, record_of_epoch, resolve_checkpoint)
 from .tfcompat import tfv1
 
@@ -312,8 +313,8 @@ def latency(plan: Plan, ckpt: str, image_shape, batch: int, gated_epsilon: Optio
 
 def check_output(out: str, logdir: str, force: bool) -> str:
     """The absolute --out, after refusing every place an export must not go: the log directory, anything inside
-    it or containing it (through symlinks and '..' too), any other run's directory, and an existing directory
-    that is not an earlier export (--force replaces an earlier export, never anything else)."""
+    it or containing it (through symlinks and '..' too), any other run's directory (outputs.check_out), and an
+    existing directory that is not an earlier export (--force replaces an earlier export, never anything else)."""
     real_out, real_log = os.path.realpath(out), os.path.realpath(logdir)
     if real_out == real_log or real_out.startswith(real_log + os.sep):
         raise UserError("--out %s is inside the log directory %s; prune_export never writes there: choose a "
@@ -321,14 +322,7 @@ def check_output(out: str, logdir: str, force: bool) -> str:
     if real_log.startswith(real_out + os.sep):
         raise UserError("--out %s contains the log directory %s; an export there could replace the run: choose a "
                         "new directory" % (out, logdir))
-    folder = real_out
-    while True:
-        if holds_run(folder):
-            raise UserError("--out %s is inside the training run %s; choose a directory outside any run" % (out, folder))
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
+    out = check_out(out)
     if os.path.lexists(out):
         if not is_export(real_out):
             raise UserError("--out %s exists and is not an export of prune_export; --force replaces only an earlier "
@@ -336,34 +330,7 @@ def check_output(out: str, logdir: str, force: bool) -> str:
         if not force:
             raise UserError("%s already exists; choose another --out or pass --force to replace it (after the new "
                             "export verified)" % out)
-    return os.path.abspath(out)
-
-
-def prepare_output(out: str) -> str:
-    """A staging directory beside `out`; staging left by export processes that were killed is removed first."""
-    parent = os.path.dirname(out)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        remove_stale_staging(parent)
-        staging = tempfile.mkdtemp(prefix=".export-%d-" % os.getpid(), dir=parent)
-    except OSError as e:
-        raise UserError("cannot write to %s (%s); choose a writable --out" % (parent, e.strerror))
-    return staging
-
-
-def remove_stale_staging(parent: str):
-    for name in os.listdir(parent):
-        parts = name.split("-")
-        if not name.startswith(".export-") or len(parts) < 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        try:
-            os.kill(pid, 0)
-            continue  # still running
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        except PermissionError:
-            continue
+    return out
 
 
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
@@ -391,7 +358,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)
-    adding = os.path.isdir(out) and is_export(out) and not force and os.path.isdir(os.path.join(out, "1"))
+    adding = is_export(out) and not force  # a new version beside the ones an earlier export holds
     if adding and os.path.exists(os.path.join(out, str(version))):
         raise UserError("%s already holds version %d; pass another --version to add one, or --force to replace the "
                         "whole export" % (out, version))
@@ -402,9 +369,9 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     if criterion == "ema" and run.record is None:
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
-    staging = prepare_output(out)
     quiet_layer_logs()
-    try:
+    with Staging(out, "export", ADD if adding else REPLACE, version=str(version)) as stage:
+        staging = stage.path
         snapshot_checkpoint(run, os.path.join(staging, ".checkpoint"))
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
@@ -480,17 +447,6 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         write_export_report(report, run.plan, reduced, staging)
         atomic_write_text(os.path.join(staging, EXPORT_MARKER), json.dumps({"exported_from": report["logdir"]}) + "\n")
         shutil.rmtree(os.path.join(staging, ".checkpoint"))
-        make_readable(staging)
-        if adding:
-            _add_version(staging, out, str(version))
-        else:
-            _move_into_place(staging, out)
-    except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, Exception) and is_write_failure(e):
-            raise UserError("cannot write the export next to %s (%s); nothing was exported: free disk space or "
-                            "choose another --out" % (out, write_failure_reason(e)))
-        raise
     report["out"] = out
     return report
 
@@ -510,18 +466,6 @@ def artefact_report(results, gated_logits, labels, folder, version, agree=None) 
                        "bytes": dir_size(path) if os.path.isdir(path) else os.path.getsize(path),
                        "latency_b1_ms": seconds * 1e3}
     return report
-
-
-def make_readable(folder):
-    """Serving users read what we export: files 0644 and folders 0755 (less what the umask takes away)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o755 & ~mask)
-    for d, dirs, files in os.walk(folder):
-        for name in dirs:
-            os.chmod(os.path.join(d, name), 0o755 & ~mask)
-        for name in files:
-            os.chmod(os.path.join(d, name), 0o644 & ~mask)
 
 
 def quiet_layer_logs():
@@ -557,20 +501,3 @@ def speed_report(run: RunInfo, reduced: Plan, image_shape, epsilon: Optional[flo
     return result
 
 
-def _move_into_place(staging, out):
-    """The staging directory becomes `out`; an existing `out` is replaced only now, after verification."""
-    backup = None
-    if os.path.exists(out):
-        backup = out + ".replaced-%d" % os.getpid()
-        os.rename(out, backup)
-    os.rename(staging, out)
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
-def _add_version(staging, out, version):
-    """Add staging/<version> to the existing export `out`; the files beside it now describe that version."""
-    os.rename(os.path.join(staging, version), os.path.join(out, version))
-    for name in os.listdir(staging):
-        os.replace(os.path.join(staging, name), os.path.join(out, name))
-    shutil.rmtree(staging, ignore_errors=True)

@@ -16,15 +16,15 @@ seeds) are averaged in the figures and listed one by one in the table.
 import argparse
 import json
 import os
-import sys
 from collections import defaultdict
 from typing import Dict, List, Optional
 
 from . import UserError
 from .fileio import atomic_write_text
 from .figures import pyplot, save_figure
+from .outputs import Staging, check_out
 from .plan import Plan
-from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, holds_run, last_record_per_epoch, read_records, read_settings,
+from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, last_record_per_epoch, read_records, read_settings,
                      read_stats)
 
 FIGURES = ("fig6_depth", "fig7_memory", "fig8_epsilon")
@@ -198,28 +198,22 @@ def write_study(logdirs: List[str], out: str, log=print) -> dict:
     """Rows for `logdirs`, and study.json, study.md and the figures in `out`; returns {"rows", "files"}."""
     if not logdirs:
         raise UserError("no log directories given; pass the --logdir of each finished run")
-    if holds_run(out):
-        raise UserError("--out %s is a training run's directory; choose a directory of its own for the study" % out)
+    out = check_out(out)
     rows = [summarize_run(d) for d in logdirs]
     for r in rows:
         if not r["finished"]:
             log("warning: %s stopped at epoch %d of its %s; it is included as it is"
                 % (r["logdir"], r["epochs"], "run"))
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UserError("cannot create --out %s (%s); choose a writable directory" % (out, e.strerror))
     plt = pyplot()
-    written = []
-    for name in FIGURES:
-        fig = globals()[name](rows, plt)
-        fig.tight_layout()
-        path = os.path.join(out, name + ".png")
-        save_figure(fig, path)
-        written.append(path)
-    atomic_write_text(os.path.join(out, "study.json"), json.dumps(rows, indent=1) + "\n")
-    atomic_write_text(os.path.join(out, "study.md"), study_markdown(rows, [os.path.basename(p) for p in written]))
-    written += [os.path.join(out, "study.json"), os.path.join(out, "study.md")]
+    names = [name + ".png" for name in FIGURES] + ["study.json", "study.md"]
+    with Staging(out, "study") as stage:
+        for name in FIGURES:
+            fig = globals()[name](rows, plt)
+            fig.tight_layout()
+            save_figure(fig, os.path.join(stage.path, name + ".png"))
+        atomic_write_text(os.path.join(stage.path, "study.json"), json.dumps(rows, indent=1) + "\n")
+        atomic_write_text(os.path.join(stage.path, "study.md"), study_markdown(rows, names[:len(FIGURES)]))
+    written = [os.path.join(out, name) for name in names]
     return {"rows": rows, "files": written}
 
 
@@ -244,11 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("logdirs", metavar="LOGDIR", nargs="+", help="log directories of finished runs (plain or ε)")
     p.add_argument("--out", metavar="DIR", required=True, help="where to write study.json, study.md and the figures")
     args = p.parse_args(argv)
-    try:
-        result = write_study(args.logdirs, args.out)
-    except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    result = write_study(args.logdirs, args.out)
     print(study_table(result["rows"]))
     for line in comparison_lines(result["rows"]):
         print(line)
@@ -257,4 +247,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .guard import main_guard
+    main_guard(main, interrupted="interrupted; nothing was written")

@@ -99,5 +99,5 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["plain"], "--out", str(tmp_path / "x")),
                           "plain ResNet run")
     assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out",
-                                     os.path.join(demo["eps"], "frontier")), "inside a training run")
+                                     os.path.join(demo["eps"], "frontier")), "inside the training run")
     assert not os.path.exists(str(tmp_path / "x")) and not os.path.exists(os.path.join(demo["eps"], "frontier"))

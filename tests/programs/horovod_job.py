@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import eps_resnet  # noqa: E402,F401
-from eps_resnet import cli  # noqa: E402
+from eps_resnet import cli, guard  # noqa: E402
 from eps_resnet.data import build_dataflow, dataset_info  # noqa: E402
 from eps_resnet.distributed import env_rank  # noqa: E402
 from eps_resnet.recipes import DIGITS_DEMO  # noqa: E402
@@ -94,7 +94,7 @@ def main():
         train(recipe, data=(data, None, mean),
               extra_callbacks=[SaveWeights(os.path.join(weights, "rank%d.npz" % rank))])
         return 0
-    cli.main_guard(run)
+    guard.main_guard(run)
 
 
 if __name__ == "__main__":
