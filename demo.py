@@ -15,9 +15,12 @@ Each run gets a new directory under demo_runs/ (earlier runs are never touched):
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+
+from eps_resnet import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The export re-estimates BatchNorm statistics for the reduced network (and the baseline) on 20 batches of 64
@@ -26,8 +29,24 @@ RECOMPUTE_BN_BATCHES = 20
 
 
 def step(title, args):
+    """Run one stage in its own process. On Ctrl-C the terminal has told it too; on a SIGTERM to the demo alone
+    it is told here. Either way it gets the time to stop cleanly (its own interrupt line, exit 130)."""
+    from eps_resnet.guard import STOP_SECONDS, on_abort
     print("\n== %s" % title, flush=True)
-    return subprocess.call([sys.executable] + args, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable] + args, cwd=ROOT)
+    unregister = on_abort(proc.kill)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # a stage ignores a second one quietly
+        try:
+            proc.wait(timeout=STOP_SECONDS - 1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        unregister()
 
 
 def main():
@@ -37,9 +56,7 @@ def main():
     args = p.parse_args()
     run_dir = args.out or os.path.join(ROOT, "demo_runs", time.strftime("%Y%m%d-%H%M%S"))
     if os.path.exists(run_dir):
-        print("error: %s already exists; the demo writes a new directory: choose another --out" % run_dir,
-              file=sys.stderr)
-        return 2
+        raise UserError("%s already exists; the demo writes a new directory: choose another --out" % run_dir)
     plain, gated, export = (os.path.join(run_dir, name) for name in ("plain", "eps", "export"))
     os.makedirs(run_dir)
     started = time.time()
@@ -59,7 +76,6 @@ def main():
             ["-m", "eps_resnet.figures", gated, "--out", os.path.join(export, "figures")]):
         return 1
 
-    import eps_resnet  # noqa: F401  (after the subprocesses: it loads nothing heavy)
     from eps_resnet.figures import RunRecords
     from eps_resnet.report import claim_checks, comparison_line
     with open(os.path.join(export, "report.json")) as f:
@@ -78,4 +94,5 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from eps_resnet.guard import main_guard
+    main_guard(main, interrupted="interrupted; the demo's runs so far stay in their folder (a new demo starts afresh)")

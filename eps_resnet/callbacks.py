@@ -253,6 +253,17 @@ class NaNGuard(Callback):
                                    % (loss, self.epoch_num, self.global_step, logger.get_logger_dir()))
 
 
+class InputWatchdog(Callback):
+    """A dataflow worker that dies ends the run with one line instead of a hang (eps_resnet.data.watchdog)."""
+
+    def _before_train(self):
+        from .data.watchdog import watch_workers
+        self._stop = watch_workers()
+
+    def _after_train(self):
+        self._stop()
+
+
 class TrainingDiverged(UserError):
     pass
 

@@ -111,7 +111,8 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     changes.update(trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
-                   max_epoch=args.max_epoch or (recipe.plain_max_epoch if args.plain else recipe.max_epoch))
+                   max_epoch=(args.max_epoch if args.max_epoch is not None
+                              else recipe.plain_max_epoch if args.plain else recipe.max_epoch))
     if args.no_side:
         changes["side_weight"] = 0.0
     if getattr(args, "num_units", None) is not None:  # the CIFAR-style scripts (cifar_network_flags)
@@ -146,11 +147,13 @@ def plan_table(plan: Plan, gated: bool) -> str:
 
 def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     """--dry-run: print the plan; otherwise train and print the outcome."""
-    from .training import build_plan, train
+    from .training import build_plan, check_fits_in_memory, train
     recipe = recipe.validate()
+    plan = build_plan(recipe)
     if dry_run:
-        print(plan_table(build_plan(recipe), gated=not recipe.plain))
+        print(plan_table(plan, gated=not recipe.plain))
         return 0
+    check_fits_in_memory(plan, recipe)
     if not recipe.fake_data and recipe.dataset != "digits" and not recipe.data_dir:
         raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
                         % recipe.dataset)

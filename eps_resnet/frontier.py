@@ -38,7 +38,7 @@ from tabulate import tabulate
 from . import UserError
 from .fileio import atomic_write_text
 from .figures import pyplot, save_figure
-from .prune import calibrate, calibration_images, check_recompute_bn, load_run, network_logits, reestimate_bn
+from .prune import calibrate, calibration_images, check_calib_batches, check_recompute_bn, load_run, network_logits, reestimate_bn
 from .outputs import Staging, check_out
 
 SCRIPTS = {"cifar10": "train_cifar.py", "cifar100": "train_cifar.py --cifar100", "digits": "train_cifar.py --demo",
@@ -82,6 +82,7 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
     point's reduced network with BatchNorm statistics re-estimated on that many training batches of 64, as
     `prune_export.py --recompute-bn` exports it (docs/FIDELITY.md, "Beyond the paper")."""
     check_recompute_bn(recompute_bn)
+    check_calib_batches(calib_batches)
     run = load_run(logdir, checkpoint)
     if not run.gated:
         raise UserError("%s is a plain ResNet run (no gates, no ε); the frontier needs an ε-ResNet run" % logdir)

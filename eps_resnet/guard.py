@@ -96,6 +96,11 @@ def abort(line: str, code: int):
         os._exit(code)
 
 
+def interrupted_line() -> str:
+    """What this command says when interrupted."""
+    return _state["interrupted"]
+
+
 def stopping() -> bool:
     """True once an interrupt arrived (a dataflow worker dying then is part of the stop, not a failure)."""
     return _state["stopping"]

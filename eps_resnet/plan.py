@@ -105,6 +105,14 @@ class Block:
         return self.shortcut_flops + (self.residual_flops if self.residual else 0)
 
     @property
+    def activation_floats(self) -> int:
+        """Floats per image that training keeps for the backward pass, roughly: the input and output of each
+        BatchNorm-ReLU and each convolution of the block (a measured ResNet-32 step keeps about this many)."""
+        s_in, s_out = self.in_size, self.out_size
+        inner = (3 if self.kind == "basic" else 6) * s_out ** 2 * self.mid_channels
+        return 3 * s_in ** 2 * self.in_channels + inner + 2 * s_out ** 2 * self.out_channels
+
+    @property
     def num_layers(self) -> int:
         """Weight layers on the residual branch (what the paper counts as depth)."""
         return 2 if self.kind == "basic" else 3
@@ -208,6 +216,12 @@ class Plan:
     def num_params(self) -> int:
         """Trainable parameters of the inference network (no side head)."""
         return self.stem_params + sum(b.num_params for b in self.blocks) + self.head_params
+
+    def training_bytes(self, batch: int) -> int:
+        """A lower estimate of the memory one training process needs at `batch` images per tower: float32
+        weights, gradients and momentum, a checkpoint's copy, and the activations kept for the backward pass."""
+        per_image = sum(b.activation_floats for b in self.blocks) + 2 * self.image_size ** 2 * self.stem_channels
+        return 4 * (4 * (self.num_params + self.side_params) + batch * per_image)
 
     @property
     def stem_flops(self) -> int:

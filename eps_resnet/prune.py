@@ -26,7 +26,8 @@ from .fileio import atomic_write_text
 from .inference import build_inference_graph, check_checkpoint_matches, interleaved_times
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
-from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, checkpoint_files, is_export, read_records,
+from . import rundir
+from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, is_export, read_records,
                      read_settings, record_of_epoch, resolve_checkpoint)
 from .tfcompat import tfv1
 
@@ -86,34 +87,22 @@ def load_run(logdir: str, checkpoint: Optional[str] = None) -> RunInfo:
 
 
 def snapshot_checkpoint(run: RunInfo, folder: str) -> RunInfo:
-    """Hard-link (or copy) the checkpoint's files into `folder` and point `run` at them, so that a training run
-    still writing the log directory may delete old checkpoints while we read this one."""
-    os.makedirs(folder)
-    for attempt in range(2):
-        try:
-            for path in checkpoint_files(run.checkpoint):
-                target = os.path.join(folder, os.path.basename(path))
-                try:
-                    os.link(path, target)
-                except OSError as e:
-                    if isinstance(e, FileNotFoundError):
-                        raise
-                    shutil.copy2(path, target)  # another file system
-            run.checkpoint = os.path.join(folder, os.path.basename(run.checkpoint))
-            return run
-        except FileNotFoundError:
-            for name in os.listdir(folder):
-                os.remove(os.path.join(folder, name))
-            if attempt or run.requested:
-                raise UserError("checkpoint %s was deleted while it was being read (a training run is writing %s); "
-                                "export again, or pass --checkpoint with a checkpoint the run keeps"
-                                % (run.checkpoint, run.logdir))
-            run.checkpoint = resolve_checkpoint(run.logdir)  # the newest one, again
+    """Point `run` at a hard-linked copy of its checkpoint (rundir.snapshot_checkpoint)."""
+    newest = None if run.requested else lambda: resolve_checkpoint(run.logdir)
+    run.checkpoint = rundir.snapshot_checkpoint(run.checkpoint, folder, newest)
+    return run
+
+
+def check_calib_batches(batches: Optional[int]):
+    if batches is not None and batches < 1:
+        raise UserError("--calib-batches takes a number of validation batches >= 1 (or leave it out for the whole "
+                        "split), got %r" % (batches,))
 
 
 def calibration_images(run: RunInfo, data_dir: Optional[str] = None, batches: Optional[int] = None,
                        batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N,H,W,3], labels [N]) of the dataset's validation split (the first `batches` batches)."""
+    check_calib_batches(batches)
     dataset = run.recipe["dataset"]
     data_dir = data_dir or run.recipe.get("data_dir")
     if run.recipe.get("fake_data"):
@@ -355,6 +344,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     if quantize not in TFLITE_FILES:
         raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
     check_recompute_bn(recompute_bn)
+    check_calib_batches(calib_batches)
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)

@@ -124,6 +124,11 @@ class Recipe:
             raise UserError("--batch must be >= 1, got %r" % (self.batch,))
         if self.max_epoch < 1:
             raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
+        if self.epsilon_start_epoch < 0:
+            raise UserError("--epsilon-start must be >= 0 (the epoch after which the gates switch on), got %r"
+                            % (self.epsilon_start_epoch,))
+        if self.image_size is not None and self.image_size < 32:
+            raise UserError("--image-size must be >= 32 (the network halves it five times), got %r" % (self.image_size,))
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
         if self.mean_from not in ("train", "all"):

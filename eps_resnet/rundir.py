@@ -25,6 +25,7 @@ STATS_FILE = "stats.json"          # tensorpack's per-epoch scalars
 LOCK_FILE = ".lock"                # held (flock) by the process that trains in the directory
 EXPORT_MARKER = ".eps-resnet-export"  # written into every export directory, so --force knows what is ours
 ABANDONED_PREFIX = "abandoned-"    # files of a start that stopped before its first checkpoint
+LOADING_DIR = ".loading"           # a new run's copy of the --load checkpoint, removed when training ends
 
 DISCARDED_THRESHOLD = 0.99  # moving average of is_discarded at which a block counts as discarded
 
@@ -57,7 +58,8 @@ def is_export(path) -> bool:
 
 def has_content(path) -> bool:
     """A directory holds something besides our lock file and the files of starts that never reached a checkpoint."""
-    return os.path.isdir(path) and any(n != LOCK_FILE and not n.startswith(ABANDONED_PREFIX) for n in os.listdir(path))
+    return os.path.isdir(path) and any(n not in (LOCK_FILE, LOADING_DIR) and not n.startswith(ABANDONED_PREFIX)
+                                       for n in os.listdir(path))
 
 
 # ---- the lock ---------------------------------------------------------------------------------------------
@@ -201,6 +203,38 @@ def checkpoint_files(prefix) -> List[str]:
                   if n == base + ".index" or n.startswith(base + ".data-"))
 
 
+def snapshot_checkpoint(prefix: str, folder: str, newest: Optional[Callable[[], Optional[str]]] = None) -> str:
+    """Hard-link (or copy) the checkpoint `prefix` into `folder` (created) and return the copy's prefix, so a
+    training run still writing its directory may delete the checkpoint while we read it. If the files vanish
+    meanwhile: with `newest` (the caller asked for no checkpoint in particular), that checkpoint is taken once
+    instead; otherwise a UserError."""
+    import shutil
+    os.makedirs(folder, exist_ok=True)
+    for attempt in range(2):
+        try:
+            for path in checkpoint_files(prefix):
+                target = os.path.join(folder, os.path.basename(path))
+                try:
+                    os.link(path, target)
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    shutil.copy2(path, target)  # another file system
+            copy = os.path.join(folder, os.path.basename(prefix))
+            if not os.path.isfile(copy + ".index"):
+                raise FileNotFoundError(prefix + ".index")
+            return copy
+        except FileNotFoundError:
+            for name in os.listdir(folder):
+                os.remove(os.path.join(folder, name))
+            if attempt or newest is None:
+                raise UserError("checkpoint %s was deleted while it was being read (a training run is still writing "
+                                "its directory); try again, or name a checkpoint that run keeps" % prefix)
+            prefix = newest()
+            if prefix is None:
+                raise UserError("the checkpoints of %s were deleted while being read" % os.path.dirname(folder))
+
+
 def remove_checkpoint(prefix):
     """Remove the checkpoint `prefix`, or what a failed save of it left (its files and TensorFlow's temporary
     folder). The index goes first: without it the rest no longer counts as a checkpoint, should this stop half-way."""
@@ -233,19 +267,46 @@ def read_records(logdir, warn: Callable[[str], None] = _warn, strict: bool = Tru
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError("not an epoch record")
-        except ValueError:
+            problem = record_problem(record)
+            if problem:
+                raise ValueError(problem)
+        except ValueError as e:
             if n == len(lines) and not complete:
                 warn("dropped the half-written last line of %s (the run stopped while writing it)" % path)
                 continue
             if not strict:
-                warn("skipped line %d of %s: not an epoch record" % (n, path))
+                warn("skipped line %d of %s: not an epoch record (%s)" % (n, path, e))
                 continue
-            raise UserError("%s line %d is not an epoch record: the file is damaged; restore it, or delete that "
-                            "line and the ones after it and resume" % (path, n))
+            raise UserError("%s line %d is not an epoch record (%s): the file is damaged; restore it, or delete that "
+                            "line and the ones after it and resume" % (path, n, e))
         records.append(record)
     return records
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record) -> Optional[str]:
+    """What makes `record` not an epoch record of discards.jsonl (DiscardTracker writes them), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    if not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool) or record["epoch"] < 1:
+        return "no epoch number"
+    for key in ("global_step", "epsilon", "learning_rate", "discarded_cnt"):
+        if key in record and not _number(record[key]):
+            return "%s is %r" % (key, record[key])
+    blocks = record.get("blocks")
+    if not isinstance(blocks, dict):
+        return "blocks is %s, not a map of block names" % type(blocks).__name__
+    for name, block in blocks.items():
+        if not isinstance(block, dict) or not all(_number(block.get(k)) for k in ("is_discarded", "response_max")):
+            return "block %s is not a gate record" % name
+        kernels = block.get("kernels")
+        if not isinstance(kernels, dict) or not all(_number(kernels.get(k)) for k in ("norm", "abs_max")) or not (
+                isinstance(kernels.get("percentiles"), list) and all(map(_number, kernels["percentiles"]))):
+            return "block %s has malformed kernel statistics" % name
+    return None
 
 
 def last_record_per_epoch(records) -> list:
@@ -265,9 +326,12 @@ def read_stats(logdir) -> list:
     try:
         with open(path) as f:
             stats = json.load(f)
-        return [s for s in stats if isinstance(s, dict)] if isinstance(stats, list) else []
     except (OSError, ValueError):
         return []
+    if not isinstance(stats, list):
+        return []
+    # scalars only: an entry or value of another shape would break the figures and the study
+    return [{k: v for k, v in s.items() if _number(v)} for s in stats if isinstance(s, dict)]
 
 
 def trim_for_resume(logdir, starting_epoch, warn: Callable[[str], None] = _warn):

@@ -9,10 +9,11 @@ import json
 import logging
 import os
 import re
+import shutil
 from typing import Optional, Sequence, Tuple
 
 from . import UserError
-from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, LearningRateSetter,
+from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, InputWatchdog, LearningRateSetter,
                         NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
 from .distributed import Ranks
 from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
@@ -21,8 +22,9 @@ from .model import EpsResNet, ModelSettings, imagenet_normalisation
 from .schedule import LearningRatePolicy
 from .plan import Plan, cifar_plan, imagenet_plan
 from .recipes import Recipe
-from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, RunLock, has_content, read_records, read_settings, read_stats,
-                     release_locks, resolve_checkpoint, set_aside_unfinished_start, trim_for_resume, write_settings)
+from .rundir import (DISCARDED_THRESHOLD, DISCARDS_FILE, LOADING_DIR, PLAN_FILE, RunLock, has_content, read_records,
+                     read_settings, read_stats, release_locks, resolve_checkpoint, set_aside_unfinished_start,
+                     snapshot_checkpoint, trim_for_resume, write_settings)
 from .tfcompat import tf, tfv1
 
 from tensorpack import (ClassificationError, DataParallelInferenceRunner, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
@@ -44,10 +46,28 @@ def num_classes_of(recipe: Recipe) -> int:
 
 def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
     num_classes = num_classes or num_classes_of(recipe)
-    size = recipe.image_size or dataset_info(recipe.dataset).image_size
+    size = recipe.image_size if recipe.image_size is not None else dataset_info(recipe.dataset).image_size
     if recipe.style == "imagenet":
         return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
     return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width)
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(plan: Plan, recipe: Recipe):
+    """Refuse, before anything is allocated, a network that cannot train in this machine's memory (on GPUs only
+    the weights' host copy is checked: the towers' memory is the GPUs')."""
+    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
+    need = plan.training_bytes(batch) if not recipe.gpus else 4 * (plan.num_params + plan.side_params)
+    have = machine_memory_bytes()
+    if need > have:
+        params = plan.num_params
+        count = "%.3g G" % (params / 1e9) if params >= 1e9 else "%.3g M" % (params / 1e6)
+        raise UserError("%s with %s parameters needs at least %.3g GB to train at batch %d, more than this "
+                        "machine's %.1f GB of memory; choose a smaller network (-n, --width, -d) or --batch"
+                        % (plan.title, count, need / 1e9, batch, have / 1e9))
 
 
 def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettings:
@@ -103,6 +123,20 @@ def prepare_logdir(recipe: Recipe, plan: Plan) -> Tuple[str, Optional[str], Opti
         lock.release()
         raise
     return logdir, ckpt, lock
+
+
+def check_records_cover(recipe: Recipe, logdir: str, starting_epoch: int):
+    """A gated run resumes only with a record of every epoch its checkpoint trained: the adaptive learning rate
+    and the discard history are read from them, and without them the run would silently go another way."""
+    if recipe.plain:
+        return
+    have = {r["epoch"] for r in read_records(logdir)}
+    missing = [e for e in range(1, starting_epoch) if e not in have]
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise UserError("%s has no record of epoch(s) %s in %s, which the checkpoint trained; the learning-rate "
+                        "schedule and the discard history are read from them: restore the file, or start a new run "
+                        "from the checkpoint with --load %s" % (logdir, shown, DISCARDS_FILE, logdir))
 
 
 def create_logdir(logdir: str, lock: Optional[RunLock] = None) -> RunLock:
@@ -210,7 +244,13 @@ def prepare_run(recipe: Recipe, plan: Plan, train_df, towers: int, batch_per_tow
         check_checkpoint_matches(plan, load_ckpt, skip=WeightsInit.NOT_WEIGHTS)
     if resume_ckpt:
         steps_per_epoch = read_settings(logdir)["steps_per_epoch"]
-        starting_epoch = checkpoint_global_step(resume_ckpt) // steps_per_epoch + 1
+        step = checkpoint_global_step(resume_ckpt)
+        if step % steps_per_epoch:
+            raise UserError("checkpoint %s is at step %d, not at the end of an epoch of %d steps (run.json): it is "
+                            "not this run's; restore the run's own files, or start a new run from it with --load"
+                            % (resume_ckpt, step, steps_per_epoch))
+        starting_epoch = step // steps_per_epoch + 1
+        check_records_cover(recipe, logdir, starting_epoch)
     else:
         steps_per_epoch = recipe.steps_per_epoch or len(train_df)
         starting_epoch = 1
@@ -225,6 +265,10 @@ def prepare_run(recipe: Recipe, plan: Plan, train_df, towers: int, batch_per_tow
         write_settings(logdir, {"recipe": dataclasses.asdict(recipe), "steps_per_epoch": steps_per_epoch,
                                 "towers": towers, "batch_per_tower": batch_per_tower})
     records = [r for r in read_records(logdir) if r["epoch"] < starting_epoch]
+    if load_ckpt:  # read later, at the session's start: a run still training could rotate it away by then
+        load_ckpt = snapshot_checkpoint(load_ckpt, os.path.join(logdir, LOADING_DIR),
+                                        newest=(lambda: resolve_checkpoint(recipe.load)) if os.path.isdir(recipe.load)
+                                        else None)
     return RunStart(logdir, resume_ckpt, load_ckpt, steps_per_epoch, starting_epoch, records)
 
 
@@ -248,6 +292,7 @@ def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequenc
     """
     recipe = recipe.validate()
     ranks = join_ranks(recipe)
+    run = None
     try:
         setup, run = set_up(recipe, ranks, data)
         is_chief = ranks is None or ranks.is_chief
@@ -271,6 +316,8 @@ def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequenc
         launch_train_with_config(config, trainer)
         return summarize_run(run.logdir) if is_chief else {"logdir": run.logdir, "rank": ranks.rank}
     finally:
+        if run is not None and run.load_ckpt and os.path.dirname(run.load_ckpt).endswith(LOADING_DIR):
+            shutil.rmtree(os.path.dirname(run.load_ckpt), ignore_errors=True)
         release_locks()  # the log directory's lock (rank 0), however training ended
 
 
@@ -336,7 +383,7 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
         callbacks.append(RankEpochLog(ranks, gates, lr_setter))
     if gates and is_chief:
         callbacks.append(DiscardTracker(plan, run.logdir, gates, lr_setter))
-    callbacks += [NaNGuard(), EstimatedTimeLeft()] + list(extra_callbacks)
+    callbacks += [NaNGuard(), InputWatchdog(), EstimatedTimeLeft()] + list(extra_callbacks)
     # monitors run after every callback; the console leaves out per-block scalars (1,125 lines an epoch at n=125),
     # which stay in TensorBoard, stats.json and discards.jsonl
     per_block = r"^(%s)/" % "|".join(re.escape(name) for name in plan.block_names)

@@ -1,5 +1,6 @@
 import logging
 import os
+import pickle
 import socket
 
 import numpy as np
@@ -48,11 +49,32 @@ def test_cifar100_pickles_and_mean_cache(tmp_path):
     mean = per_pixel_mean("cifar100", str(tmp_path))
     np.testing.assert_array_equal(mean, reader_only)
     np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-6)
-    cache = tmp_path / "eps_resnet_mean_cifar100.npy"
+    cache = tmp_path / "eps_resnet_mean_cifar100.npz"
     assert cache.is_file()
-    np.save(str(cache), np.full((32, 32, 3), 7.0, np.float32))  # a cached mean is used as is
-    assert per_pixel_mean("cifar100", str(tmp_path))[0, 0, 0] == 7.0
+    with np.load(str(cache)) as saved:
+        source = saved["source"]
+    np.savez(str(cache), mean=np.full((32, 32, 3), 7.0, np.float32), source=source)
+    assert per_pixel_mean("cifar100", str(tmp_path))[0, 0, 0] == 7.0  # a cache of the same files is used as is
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_the_mean_cache_is_recomputed_when_its_source_files_change(tmp_path):
+    """A cache that outlived its images (new files under the same names) must not be used: it once shifted a
+    run's inputs by 83 grey levels without a word."""
+    datafiles.write_cifar10(str(tmp_path), seed=0)
+    first = per_pixel_mean("cifar10", str(tmp_path))
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in ["data_batch_%d" % i for i in range(1, 6)]:  # the same names, brighter images
+        with open(str(folder / name), "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        d[b"data"] = np.minimum(d[b"data"].astype(np.int32) + 83, 255).astype(np.uint8)
+        with open(str(folder / name), "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    images, _ = load_arrays("cifar10", "train", str(tmp_path))
+    again = per_pixel_mean("cifar10", str(tmp_path))
+    np.testing.assert_allclose(again, images.astype(np.float64).mean(axis=0), rtol=1e-6)
+    assert again.mean() > first.mean() + 40
+    np.testing.assert_array_equal(per_pixel_mean("cifar10", str(tmp_path)), again)  # and the new cache is used
 
 
 def test_svhn_mat_files(tmp_path):
@@ -78,10 +100,10 @@ def test_mean_from_all_splits_as_the_released_data_sets(tmp_path):
     np.testing.assert_allclose(per_pixel_mean("cifar10", str(cifar), mean_from="all"), every, rtol=1e-6)
     train_only = per_pixel_mean("cifar10", str(cifar))
     assert np.abs(train_only - every).max() > 1  # another mean, cached under another name
-    assert {p for p in os.listdir(cifar) if p.endswith(".npy")} == {"eps_resnet_mean_cifar10_all.npy",
-                                                                    "eps_resnet_mean_cifar10.npy"}
+    assert {p for p in os.listdir(cifar) if p.endswith(".npz")} == {"eps_resnet_mean_cifar10_all.npz",
+                                                                    "eps_resnet_mean_cifar10.npz"}
     np.testing.assert_array_equal(per_pixel_mean("cifar10", str(cifar), mean_from="all"),
-                                  np.load(str(cifar / "eps_resnet_mean_cifar10_all.npy")))
+                                  np.load(str(cifar / "eps_resnet_mean_cifar10_all.npz"))["mean"])
 
     svhn = tmp_path / "svhn"
     svhn.mkdir()

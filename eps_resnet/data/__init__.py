@@ -4,6 +4,7 @@
 uint8 RGB images [B, H, W, 3] and int32 labels [B]. Training flows shuffle, augment and prefetch in worker
 processes; validation flows are deterministic and keep the last partial batch.
 """
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from tensorpack.dataflow import (AugmentImageComponent, BatchData, DataFromList,
                                  MultiProcessRunnerZMQ, ProxyDataFlow, RNGDataFlow, imgaug)
 from tensorpack.utils import logger
 from . import augment
-from .cifar import load_cifar
+from .checks import checked_split
+from .cifar import cifar_files, load_cifar
 from . import digits
 from .digits import load_digits_split
 from .imagenet import imagenet_files, imagenet_synsets, read_rgb
-from .svhn import load_svhn
+from .svhn import load_svhn, svhn_files
+from .watchdog import Guarded
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tup
     if split not in ("train", "test"):
         raise UserError("split must be 'train' or 'test' for %s, got %r" % (dataset, split))
     if dataset == "digits":
-        return load_digits_split(split)
+        images, labels = load_digits_split(split)
+        return checked_split(images, labels, digits.NUM_CLASSES, digits.IMAGE_SIZE, "the bundled digits", split)
     _require_dir(data_dir, dataset)
     if dataset in ("cifar10", "cifar100"):
         return load_cifar(data_dir, dataset_info(dataset).num_classes, split)
@@ -86,35 +90,61 @@ def mean_image_of(arrays) -> np.ndarray:
     return (total / count).astype(np.float32)
 
 
+def split_files(dataset: str, data_dir: str, split: str) -> List[str]:
+    """The files an in-memory split is read from (none for the bundled digits)."""
+    if dataset in ("cifar10", "cifar100"):
+        return cifar_files(data_dir, dataset_info(dataset).num_classes, split)[1]
+    if dataset == "svhn":
+        return svhn_files(data_dir, split)
+    return []
+
+
+def source_key(files: List[str]) -> str:
+    """What a cache was computed from: each file's name, size and modification time."""
+    stats = []
+    for path in files:
+        try:
+            st = os.stat(path)
+            stats.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append([os.path.basename(path), None, None])
+    return json.dumps(stats)
+
+
 def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optional[np.ndarray] = None,
                    write_cache: bool = True, mean_from: str = "train") -> np.ndarray:
-    """Mean image (float32 [S,S,3]), cached as DIR/eps_resnet_mean_<dataset>.npy (`_all` with mean_from 'all').
+    """Mean image (float32 [S,S,3]), cached as DIR/eps_resnet_mean_<dataset>.npz (`_all` with mean_from 'all').
 
     mean_from 'train': the training split (CIFAR train; SVHN train + extra). 'all': every split, as the released
     code's tensorpack 0.2 data sets (CIFAR train + test; SVHN train + extra + test).
     CIFAR/SVHN: the per-pixel mean. Digits demo: the per-channel mean (see below).
     `images`: the training split, already loaded.
 
-    The cache is written atomically; a read-only data directory just means it is recomputed each time.
-    `write_cache=False` only reads it (Horovod ranks other than 0 write nothing).
+    The cache holds the name, size and modification time of every file it was computed from, and is used only
+    while they are unchanged (the log says which). It is written atomically; a read-only data directory just
+    means it is recomputed each time. `write_cache=False` only reads it (Horovod ranks other than 0 write nothing).
     """
     if dataset == "imagenet":
         raise UserError("ImageNet uses a fixed channel mean/std, not a per-pixel mean")
     if mean_from not in MEAN_FROM:
         raise UserError("--mean-from must be one of %s, got %r" % (", ".join(MEAN_FROM), mean_from))
-    name = "eps_resnet_mean_%s%s.npy" % (dataset, "_all" if mean_from == "all" else "")
+    splits = ["train"] + (["test"] if mean_from == "all" else [])
+    name = "eps_resnet_mean_%s%s.npz" % (dataset, "_all" if mean_from == "all" else "")
     cache = os.path.join(data_dir, name) if data_dir and dataset != "digits" else None
+    key = source_key([f for s in splits for f in split_files(dataset, data_dir, s)]) if cache else None
     if cache and os.path.isfile(cache):
         try:
-            mean = np.load(cache)
-            if mean.shape == (32, 32, 3):
+            with np.load(cache) as saved:
+                mean, saved_key = saved["mean"], str(saved["source"])
+            if mean.shape == (32, 32, 3) and saved_key == key:
+                logger.info("mean image read from %s (its source files are unchanged)" % cache)
                 return mean.astype(np.float32)
-        except (OSError, ValueError):
-            pass  # damaged cache: recompute and replace it
+            logger.info("the mean image cached in %s was computed from other files; computing it again" % cache)
+        except (OSError, ValueError, KeyError, EOFError):
+            logger.info("the mean image cached in %s cannot be read; computing it again" % cache)
     if images is None:
         images, _ = load_arrays(dataset, "train", data_dir)
-    splits = [images] + ([load_arrays(dataset, "test", data_dir)[0]] if mean_from == "all" else [])
-    mean = mean_image_of(splits)
+    mean = mean_image_of([images] + [load_arrays(dataset, s, data_dir)[0] for s in splits[1:]])
     if dataset == "digits":
         # Centred strokes make the per-pixel mean a sharp blob that shifted training crops do not line up
         # with; BatchNorm's moving statistics then learn a larger spread than clean test images have.
@@ -123,9 +153,10 @@ def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optiona
     if cache and write_cache:
         import io
         buf = io.BytesIO()
-        np.save(buf, mean)
+        np.savez(buf, mean=mean, source=np.array(key))
         try:
             atomic_write_bytes(cache, buf.getvalue())
+            logger.info("mean image computed from the %s split(s) and cached in %s" % (" + ".join(splits), cache))
         except OSError as e:
             log.warning("could not cache the mean image at %s (%s); it will be recomputed next time", cache, e)
     return mean
@@ -165,29 +196,38 @@ class ArrayImages(RNGDataFlow):
 
 
 def _decode_file(item):
-    """[image, label], or [None, path] for a file that cannot be decoded (SkipUnreadable drops and counts it)."""
+    """[image, label], or [None, "path: why"] for a file that cannot be decoded (SkipUnreadable drops and counts
+    it)."""
     path, label = item
-    img = read_rgb(path)
+    img, problem = read_rgb(path)
     if img is None:
-        return [None, path]
+        return [None, "%s %s" % (path, problem)]
     return [img, np.int32(label)]
 
 
 class SkipUnreadable(ProxyDataFlow):
-    """Drops the images a decoder could not read, and says so in the log with a running count."""
+    """Drops the images a decoder could not read, and says so in the log with a running count. When most images
+    fail (more than half of at least MOSTLY_BROKEN_AFTER read), the data set itself is broken: an error."""
+
+    MOSTLY_BROKEN_AFTER = 200
 
     def __init__(self, ds, what):
         super().__init__(ds)
         self.what = what
         self.skipped = 0
+        self.seen = 0
 
     def __iter__(self):
         for dp in self.ds:
+            self.seen += 1
             if dp[0] is None:
                 self.skipped += 1
                 if self.skipped <= 10 or self.skipped % 100 == 0:
                     logger.warn("skipped unreadable image %s (%d %s image(s) skipped so far)"
                                 % (dp[1], self.skipped, self.what))
+                if self.seen >= self.MOSTLY_BROKEN_AFTER and 2 * self.skipped > self.seen:
+                    raise UserError("%d of the first %d %s images could not be decoded (e.g. %s); check that the "
+                                    "files are intact images" % (self.skipped, self.seen, self.what, dp[1]))
                 continue
             yield dp
 
@@ -196,9 +236,10 @@ def check_some_images_decode(items: List[Tuple[str, int]], folder: str, samples:
     """Decode a few images spread over the list: a folder of files that are all unreadable would otherwise make
     the training dataflow wait for an image forever."""
     picks = [items[i * len(items) // min(samples, len(items))] for i in range(min(samples, len(items)))]
-    if all(read_rgb(path) is None for path, _ in picks):
-        raise UserError("none of %d images sampled from %s could be decoded (e.g. %s); check that the files are "
-                        "intact JPEG images" % (len(picks), folder, picks[0][0]))
+    problems = [problem for _, problem in (read_rgb(path) for path, _ in picks)]
+    if all(problems):
+        raise UserError("none of %d images sampled from %s could be decoded (e.g. %s %s); check that the files are "
+                        "intact JPEG images" % (len(picks), folder, picks[0][0], problems[0]))
 
 
 def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional[str] = None, workers: int = 0,
@@ -231,8 +272,8 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
             ds = AugmentImageComponent(ds, augs)
         ds = BatchData(ds, batch_size, remainder=not training)
         if workers > 0 and training:
-            ds = MultiProcessRunnerZMQ(ds, workers)
-        return ds
+            ds = MultiProcessRunnerZMQ(Guarded(ds, split), workers)
+        return Guarded(ds, split)
 
     _require_dir(data_dir, dataset)
     items = imagenet_files(data_dir, "train" if training else "val")
@@ -246,7 +287,10 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
     def load_and_augment(item):
         dp = _decode_file(item)
         if dp[0] is not None:
-            dp[0] = augmentor.augment(dp[0])
+            try:
+                dp[0] = augmentor.augment(dp[0])
+            except Exception as e:  # one odd image (a 1-pixel strip, ...) is skipped and counted, not fatal
+                return [None, "%s could not be augmented (%s: %s)" % (item[0], type(e).__name__, e)]
         return dp
 
     if workers > 0:
@@ -254,7 +298,7 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
                                     strict=not training)
     else:
         ds = MapData(ds, load_and_augment)
-    return BatchData(SkipUnreadable(ds, split), batch_size, remainder=not training)
+    return Guarded(BatchData(SkipUnreadable(ds, split), batch_size, remainder=not training), split)
 
 
 __all__ = ["DATASETS", "MEAN_FROM", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",

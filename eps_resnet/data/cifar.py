@@ -12,6 +12,7 @@ import pickle
 import numpy as np
 
 from .. import UserError
+from .checks import checked_split
 
 URLS = {10: "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         100: "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
@@ -27,20 +28,20 @@ def cifar_files(data_dir, num_classes, split):
     return folder, [os.path.join(folder, n) for n in names]
 
 
-def _read_batch(path, label_key):
+def _read_batch(path, label_key, num_classes, split):
     try:
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="bytes")
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d[label_key], dtype=np.int32)
-        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError) as e:
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key])
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError,
+            IndexError, MemoryError) as e:
         raise UserError("cannot read CIFAR batch %s (%s: %s); expected an official python-pickle batch file, "
                         "re-extract the dataset archive" % (path, type(e).__name__, e))
-    if len(images) != len(labels):
-        raise UserError("CIFAR batch %s has %d images but %d labels; the file is damaged, re-extract it"
-                        % (path, len(images), len(labels)))
-    return np.ascontiguousarray(images), labels
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError("CIFAR batch %s holds data of shape %s, expected N x 3072 (32x32 RGB rows); re-extract the "
+                        "dataset archive" % (path, "x".join(map(str, data.shape))))
+    return checked_split(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels, num_classes, 32,
+                         "CIFAR batch %s" % path, split)
 
 
 def load_cifar(data_dir, num_classes, split):
@@ -53,10 +54,5 @@ def load_cifar(data_dir, num_classes, split):
         raise UserError("CIFAR-%d not found: %s is missing; download %s and extract it into %s"
                         % (num_classes, missing[0], URLS[num_classes], data_dir))
     key = b"labels" if num_classes == 10 else b"fine_labels"
-    parts = [_read_batch(f, key) for f in files]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError("CIFAR-%d labels in %s fall outside 0..%d; is this the right dataset?"
-                        % (num_classes, folder, num_classes - 1))
-    return images, labels
+    parts = [_read_batch(f, key, num_classes, split) for f in files]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -7,8 +7,14 @@ import os
 import numpy as np
 
 from .. import UserError
+from .checks import checked_split
 
 URL = "http://ufldl.stanford.edu/housenumbers/"
+
+
+def svhn_files(data_dir, split):
+    """The .mat files of 'train' (train + extra) or 'test'."""
+    return [os.path.join(data_dir, "%s_32x32.mat" % n) for n in (["train", "extra"] if split == "train" else ["test"])]
 
 
 def load_svhn_file(data_dir, name):
@@ -23,14 +29,14 @@ def load_svhn_file(data_dir, name):
     except Exception as e:  # scipy raises many types for damaged files
         raise UserError("cannot read SVHN file %s (%s: %s); expected the official %s_32x32.mat, download it again"
                         % (path, type(e).__name__, e, name))
-    if X.ndim != 4 or X.shape[:3] != (32, 32, 3) or X.shape[3] != y.size:
-        raise UserError("SVHN file %s has X of shape %s and %d labels; expected 32x32x3xN and N labels"
-                        % (path, X.shape, y.size))
-    images = np.ascontiguousarray(X.transpose(3, 0, 1, 2)).astype(np.uint8, copy=False)
-    labels = y.reshape(-1).astype(np.int32)
+    if X.ndim != 4 or X.shape[:3] != (32, 32, 3):
+        raise UserError("SVHN file %s has X of shape %s; expected 32x32x3xN" % (path, "x".join(map(str, X.shape))))
+    # labels 1..10 in the file (10 is the digit 0): checked against 11 classes, then 1..10 required
+    images, labels = checked_split(X.transpose(3, 0, 1, 2), np.asarray(y).reshape(-1), 11, 32,
+                                   "SVHN file %s" % path, name)
+    if labels.min() < 1:
+        raise UserError("SVHN file %s has labels outside 1..10; is this the official %s_32x32.mat?" % (path, name))
     labels[labels == 10] = 0
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise UserError("SVHN file %s has labels outside 1..10" % path)
     return images, labels
 
 
