@@ -81,7 +81,7 @@ def abort(line: str, code: int):
     if not _exit_lock.acquire(blocking=False):
         return
     try:
-        say(line)
+        say("\n" + line)  # a new line: a progress bar may hold the current one
         for cleanup in list(_cleanups):
             try:
                 cleanup()
