@@ -133,6 +133,8 @@ class Recipe:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
         if self.mean_from not in ("train", "all"):
             raise UserError("--mean-from must be train or all, got %r" % (self.mean_from,))
+        if self.svhn_jitter not in ("paper", "released", "none"):
+            raise UserError("--jitter must be paper, released or none, got %r" % (self.svhn_jitter,))
         if self.imagenet_aug not in ("intended", "released"):
             raise UserError("--aug must be intended or released, got %r" % (self.imagenet_aug,))
         if self.trainer not in TRAINERS:

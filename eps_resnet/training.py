@@ -115,6 +115,11 @@ def prepare_logdir(recipe: Recipe, plan: Plan) -> Tuple[str, Optional[str], Opti
         for flag, then, now in recipe.resume_changes(saved["recipe"]):
             logger.info("resume: %s %s (the run was started with %s)" % (flag, now, then))
         ckpt = resolve_checkpoint(logdir)
+        finished = max([r["epoch"] for r in read_records(logdir)] + [s.get("epoch_num", 0) for s in read_stats(logdir)]
+                       + [0])
+        if ckpt is None and finished > 1:  # a kill in epoch 1's commit leaves epoch 1's records: that one starts afresh
+            raise UserError("%s holds the records of %d epochs but none of their checkpoints; restore the checkpoint "
+                            "files (model-N.*), or start a new run" % (logdir, finished))
         if ckpt is None:
             aside = set_aside_unfinished_start(logdir)
             logger.warn("no checkpoint in %s: the earlier start stopped before its first epoch ended; its files are "

@@ -24,3 +24,17 @@ def demo(tmp_path_factory):
 def demo_run(demo):
     """The demo's ε-ResNet run: (logdir, the demo's process)."""
     return demo["eps"], demo["proc"]
+
+
+TINY = ["--demo", "-n", "1", "--steps-per-epoch", "3"]  # the digits, 3 blocks, 3 steps an epoch
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished 2-epoch run (checkpoints model-3 and model-6); tests copy it before changing anything."""
+    from eps_resnet.rundir import checkpoint_steps
+    from tests.processes import run_script
+    logdir = str(tmp_path_factory.mktemp("tiny") / "run")
+    run_script("train_cifar.py", *TINY, "--max-epoch", "2", "--logdir", logdir, check=True)
+    assert checkpoint_steps(logdir) == [3, 6]
+    return logdir

@@ -1,6 +1,8 @@
 import json
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -93,17 +95,35 @@ def test_demo_export_layout_is_what_serving_stacks_expect(demo_export):
     assert "SavedModel in 1/, model.tflite, model_dynamic.tflite" in proc.stdout
 
 
+def modes(folder):
+    found = {stat.S_IMODE(os.stat(folder).st_mode)}
+    for d, dirs, files in os.walk(folder):
+        found |= {stat.S_IMODE(os.stat(os.path.join(d, n)).st_mode) for n in dirs + files}
+    return found
+
+
+def export_with_umask_077(*args):
+    """prune_export.py under umask 077 (a user who keeps their files private by default)."""
+    command = " ".join([sys.executable, os.path.join(ROOT, "prune_export.py")] + [shlex.quote(str(a)) for a in args])
+    proc = subprocess.run("umask 077 && exec " + command, shell=True, capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_a_new_version_is_added_beside_the_earlier_one(demo_export, tmp_path):
+    """Beside any version (an export begun with --version 2 once asked for --force, which would delete it), with
+    the files readable by others whatever the umask."""
     logdir, out, _ = demo_export
     target = str(tmp_path / "served")
     shutil.copytree(out, target)
-    run_script("prune_export.py", logdir, "--out", target, "--version", "2", "--no-timing", "--calib-batches", "1",
-               check=True)
-    assert os.path.isfile(os.path.join(target, "1", "saved_model.pb"))
+    os.rename(os.path.join(target, "1"), os.path.join(target, "2"))
+    export_with_umask_077(logdir, "--out", target, "--version", "3", "--no-timing", "--calib-batches", "1")
     assert os.path.isfile(os.path.join(target, "2", "saved_model.pb"))
-    assert json.load(open(os.path.join(target, "report.json")))["version"] == 2
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", target, "--version", "2"),
-                          "already holds version 2")
+    assert os.path.isfile(os.path.join(target, "3", "saved_model.pb"))
+    assert json.load(open(os.path.join(target, "report.json")))["version"] == 3
+    assert modes(os.path.join(target, "3")) == {0o755, 0o644}
+    assert_one_line_error(run_script("prune_export.py", logdir, "--out", target, "--version", "3"),
+                          "already holds version 3")
 
 
 def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
@@ -264,12 +284,16 @@ def test_bad_export_requests(demo_export, tmp_path):
 
 def test_force_replaces_only_an_earlier_export_after_verification(demo_export, tmp_path):
     logdir, out, _ = demo_export
-    target = tmp_path / "target"
+    target = tmp_path / "exports" / "target"
     shutil.copytree(out, str(target))
     (target / "old.txt").write_text("previous export")
-    run_script("prune_export.py", logdir, "--out", str(target), "--force", "--no-timing", check=True)
+    link = tmp_path / "link"
+    os.symlink(str(target), str(link))  # through a symlink: the folder it points to is replaced, the link stays
+    export_with_umask_077(logdir, "--out", str(link), "--force", "--no-timing")
     assert not (target / "old.txt").exists() and (target / "1" / "saved_model.pb").exists()
-    assert (target / ".eps-resnet-export").exists()
+    assert (target / ".eps-resnet-export").exists() and os.path.realpath(str(link)) == str(target)
+    assert modes(str(target)) == {0o755, 0o644}
+    assert os.listdir(str(tmp_path / "exports")) == ["target"]  # no *.replaced-<pid>, no staging
     # a directory that is not an export is never replaced, --force or not
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -18,11 +18,10 @@ import pytest
 
 from eps_resnet import UserError
 from eps_resnet.rundir import checkpoint_problem, checkpoint_steps, read_records
+from tests.conftest import TINY
 from tests.processes import alive, assert_one_line_error, descendants, run_script, start_script, wait_until
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
-
-TINY = ["--demo", "-n", "1", "--steps-per-epoch", "3"]
 
 
 def listing(path):
@@ -40,15 +39,6 @@ def listing(path):
 def trajectory(logdir):
     return {r["epoch"]: (r["learning_rate"], r["epsilon"], r["global_step"], round(r["discarded_cnt"], 4))
             for r in read_records(logdir)}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished 2-epoch run (checkpoints model-3 and model-6); tests copy it before changing anything."""
-    logdir = str(tmp_path_factory.mktemp("tiny") / "run")
-    run_script("train_cifar.py", *TINY, "--max-epoch", "2", "--logdir", logdir, check=True)
-    assert checkpoint_steps(logdir) == [3, 6]
-    return logdir
 
 
 def copy_run(tiny_run, tmp_path, name="run"):
@@ -330,9 +320,10 @@ def test_a_read_only_log_directory_on_resume(tiny_run, tmp_path):
 
 
 def test_a_full_disk_during_export_leaves_nothing(tiny_run, tmp_path):
+    """Nothing: not the staging folder, nor the parent folders the export created for --out."""
     disk = str(tmp_path / "disk")
     with small_disk(disk, "600k"):
-        proc = run_script("prune_export.py", tiny_run, "--out", os.path.join(disk, "export"), "--no-timing",
+        proc = run_script("prune_export.py", tiny_run, "--out", os.path.join(disk, "a", "b", "export"), "--no-timing",
                           "--calib-batches", "1")
         assert_one_line_error(proc, "cannot write the export", "nothing was exported")
         assert os.listdir(disk) == []
@@ -357,10 +348,11 @@ def test_export_while_training_writes_the_same_directory(tmp_path):
 
 def test_an_interrupted_export_leaves_no_staging_directory(tiny_run, tmp_path):
     parent = tmp_path / "exports"
-    staging = lambda: [n for n in os.listdir(str(parent)) if n.startswith(".export-")]  # noqa: E731
+    # (the export also removes the folder it created for --out: no parent, no staging)
+    staging = lambda: [n for n in os.listdir(str(parent)) if n.startswith(".export-")] if parent.exists() else []  # noqa: E731,E501
     for sig in (signal.SIGTERM, signal.SIGKILL):
         proc = start_script("prune_export.py", tiny_run, "--out", str(parent / "x"), "--no-timing")
-        wait_until(lambda: parent.exists() and staging(), proc=proc, what="the staging directory")
+        wait_until(lambda: staging(), proc=proc, what="the staging directory")
         proc.send_signal(sig)
         proc.wait(timeout=60)
         if sig == signal.SIGTERM:

@@ -1,10 +1,9 @@
 """The second fault pass, by pattern: a reader that fails or a worker that dies, commands that write files,
-export folder promises, resume with missing records, --load from a run still training, and stops.
+resume with missing records, --load from a run still training, and stops (export folder promises: test_export).
 
 Every case runs the real scripts on real files the test writes, and checks what the user sees (one `error:`
 line, the exit code, no traceback) and what is left on disk.
 """
-import json
 import os
 import signal
 import stat
@@ -18,7 +17,8 @@ import pytest
 from eps_resnet.rundir import checkpoint_steps
 from tests import datafiles
 from tests.processes import ROOT, alive, assert_one_line_error, descendants, run_script, start_script, wait_until
-from tests.test_faults import TINY, copy_run, fill, listing, small_disk, tiny_run  # noqa: F401 (a fixture)
+from tests.conftest import TINY
+from tests.test_faults import copy_run, fill, listing, small_disk
 
 pytestmark = pytest.mark.slow
 
@@ -121,38 +121,22 @@ def test_figures_frontier_and_study_refuse_or_clean_up_like_the_export(tiny_run,
     assert not [n for n in os.listdir(str(tmp_path / "figs" / "of")) if n.startswith(".")]
 
 
-# ---- 5. export folder promises ------------------------------------------------------------------------------------
-def test_export_versions_modes_symlinks_and_refusals(tiny_run, tmp_path):
-    out = str(tmp_path / "exports" / "model")
-    export = ["prune_export.py", tiny_run, "--no-timing", "--calib-batches", "1"]
-    run_script(*export, "--out", out, "--version", "2", check=True)
-    run_script(*export, "--out", out, "--version", "3", check=True)  # asked for --force before (deleting 2)
-    assert {"2", "3"} <= set(os.listdir(out)) and json.load(open(os.path.join(out, "report.json")))["version"] == 3
-    link = str(tmp_path / "link")
-    os.symlink(out, link)
-    proc = subprocess.run("umask 077 && exec %s %s --out %s --force" % (
-        sys.executable, " ".join(os.path.join(ROOT, a) if a.endswith(".py") else a for a in export), link),
-        shell=True, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert os.path.islink(link) and os.path.realpath(link) == out
-    assert sorted(n for n in os.listdir(out) if n.isdigit()) == ["1"]
-    assert modes(out) == {0o755, 0o644}
-    assert sorted(os.listdir(str(tmp_path))) == ["exports", "link"]
-    assert sorted(os.listdir(str(tmp_path / "exports"))) == ["model"]  # no *.replaced-<pid>, no staging
-    disk = str(tmp_path / "disk")
-    with small_disk(disk, "600k"):  # a refused export leaves no parent folder it created
-        assert_one_line_error(run_script(*export, "--out", os.path.join(disk, "a", "b", "export")),
-                              "cannot write the export", "nothing was exported")
-        assert os.listdir(disk) == []
-
-
 # ---- resume trusts nothing missing; --load reads a snapshot -------------------------------------------------------
-def test_resume_refuses_a_gated_run_whose_records_are_missing(tiny_run, tmp_path):
+def test_resume_refuses_a_run_whose_records_or_checkpoints_are_missing(tiny_run, tmp_path):
     logdir = copy_run(tiny_run, tmp_path)
     os.remove(os.path.join(logdir, "discards.jsonl"))
     before = listing(logdir)
     proc = run_script("train_cifar.py", *TINY, "--max-epoch", "3", "--logdir", logdir, "--resume")
     assert_one_line_error(proc, "has no record of epoch(s) 1, 2 in discards.jsonl", "--load")
+    assert listing(logdir) == before
+    # records of two epochs without any checkpoint: not a start that never finished its first epoch
+    logdir = copy_run(tiny_run, tmp_path, "no-checkpoints")
+    for name in os.listdir(logdir):
+        if name.startswith("model-"):
+            os.remove(os.path.join(logdir, name))
+    before = listing(logdir)
+    proc = run_script("train_cifar.py", *TINY, "--max-epoch", "3", "--logdir", logdir, "--resume")
+    assert_one_line_error(proc, "holds the records of 2 epochs but none of their checkpoints")
     assert listing(logdir) == before
 
 
