@@ -15,12 +15,11 @@ Each run gets a new directory under demo_runs/ (earlier runs are never touched):
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
 from eps_resnet import UserError
+from eps_resnet.guard import main_guard, run_stage
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The export re-estimates BatchNorm statistics for the reduced network (and the baseline) on 20 batches of 64
@@ -29,24 +28,8 @@ RECOMPUTE_BN_BATCHES = 20
 
 
 def step(title, args):
-    """Run one stage in its own process. On Ctrl-C the terminal has told it too; on a SIGTERM to the demo alone
-    it is told here. Either way it gets the time to stop cleanly (its own interrupt line, exit 130)."""
-    from eps_resnet.guard import STOP_SECONDS, on_abort
     print("\n== %s" % title, flush=True)
-    proc = subprocess.Popen([sys.executable] + args, cwd=ROOT)
-    unregister = on_abort(proc.kill)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # a stage ignores a second one quietly
-        try:
-            proc.wait(timeout=STOP_SECONDS - 1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
-    finally:
-        unregister()
+    return run_stage([sys.executable] + args, cwd=ROOT)
 
 
 def main():
@@ -94,5 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    from eps_resnet.guard import main_guard
     main_guard(main, interrupted="interrupted; the demo's runs so far stay in their folder (a new demo starts afresh)")

@@ -67,6 +67,27 @@ def exit_now(code: int):
     sys.exit(code)
 
 
+def run_stage(cmd, **popen_args) -> int:
+    """Run `cmd` (a script of ours) as one stage of this command; its exit code. On Ctrl-C the terminal has told
+    the stage too; on a SIGTERM to this process alone it is told here. Either way it gets the time to stop
+    cleanly (its own interrupt line), then the KeyboardInterrupt goes on."""
+    import subprocess
+    proc = subprocess.Popen(cmd, **popen_args)
+    unregister = on_abort(proc.kill)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # a stage ignores a second one quietly
+        try:
+            proc.wait(timeout=STOP_SECONDS - 1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        unregister()
+
+
 def on_abort(cleanup: Callable[[], None]) -> Callable[[], None]:
     """Run `cleanup` (quickly, never raising) should the process be ended by `abort`; returns a function that
     unregisters it."""

@@ -124,6 +124,9 @@ class Recipe:
             raise UserError("--batch must be >= 1, got %r" % (self.batch,))
         if self.max_epoch < 1:
             raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
+        for flag, value in (("--data", self.data_dir), ("--logdir", self.logdir), ("--load", self.load)):
+            if value is not None and not value.strip():
+                raise UserError("%s is empty; pass a path, or leave the flag out" % flag)
         if self.epsilon_start_epoch < 0:
             raise UserError("--epsilon-start must be >= 0 (the epoch after which the gates switch on), got %r"
                             % (self.epsilon_start_epoch,))

@@ -16,6 +16,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from eps_resnet.guard import main_guard, run_stage  # noqa: E402
 NUM_UNITS = (2, 3, 5)
 EPSILONS = (None, 4.0, 6.0, 8.0)  # None: the plain ResNet
 
@@ -50,13 +52,13 @@ def main():
             if os.path.isdir(logdir) and os.listdir(logdir):
                 cmd.append("--resume")
             print("[%5.1f min] %s" % ((time.time() - started) / 60, " ".join(cmd[1:])), flush=True)
-            if subprocess.call(cmd, cwd=ROOT, stdout=subprocess.DEVNULL):
+            if run_stage(cmd, cwd=ROOT, stdout=subprocess.DEVNULL):
                 print("error: %s failed; see %s/log.log, then run the grid again (it continues)" % (logdir, logdir),
                       file=sys.stderr)
                 return 1
     print("[%5.1f min] grid trained" % ((time.time() - started) / 60), flush=True)
-    return subprocess.call([sys.executable, "-m", "eps_resnet.study"] + logdirs + ["--out", args.out], cwd=ROOT)
+    return run_stage([sys.executable, "-m", "eps_resnet.study"] + logdirs + ["--out", args.out], cwd=ROOT)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main, interrupted="interrupted; run the grid again to continue (finished runs are kept)")
