@@ -147,16 +147,20 @@ def plan_table(plan: Plan, gated: bool) -> str:
 
 def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     """--dry-run: print the plan; otherwise train and print the outcome."""
-    from .training import build_plan, check_fits_in_memory, train
+    from .data import require_data_dir
+    from .recipes import build_plan, check_fits_in_memory
     recipe = recipe.validate()
     plan = build_plan(recipe)
     if dry_run:
         print(plan_table(plan, gated=not recipe.plain))
         return 0
     check_fits_in_memory(plan, recipe)
-    if not recipe.fake_data and recipe.dataset != "digits" and not recipe.data_dir:
-        raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
-                        % recipe.dataset)
+    if not recipe.fake_data and recipe.dataset != "digits":
+        if not recipe.data_dir:
+            raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
+                            % recipe.dataset)
+        require_data_dir(recipe.data_dir, recipe.dataset)
+    from .training import train  # TensorFlow loads here: a dry run or a bad flag answers at once
     summary = train(recipe)
     if "rank" in summary:  # a Horovod rank other than 0: rank 0 prints the outcome
         print("rank %d finished; rank 0 wrote the run to %s" % (summary["rank"], summary["logdir"]))

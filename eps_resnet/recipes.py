@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import UserError
+from .data import dataset_info, imagenet_synsets
+from .plan import Plan, cifar_plan, imagenet_plan
 from .distributed import launched_by_horovodrun
 
 Schedule = Tuple[Tuple[int, float], ...]
@@ -210,3 +212,36 @@ DIGITS_DEMO = Recipe(dataset="digits", num_units=5, epsilon=5.0, epsilon_start_e
                      max_to_keep=2, seed=1)
 
 RECIPES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN, "imagenet": IMAGENET, "digits": DIGITS_DEMO}
+
+
+# ---- the network a recipe trains ---------------------------------------------------------------------------
+def num_classes_of(recipe: Recipe) -> int:
+    if recipe.dataset == "imagenet" and not recipe.fake_data:
+        return len(imagenet_synsets(recipe.data_dir)) if recipe.data_dir and os.path.isdir(recipe.data_dir) else 1000
+    return dataset_info(recipe.dataset).num_classes
+
+
+def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
+    num_classes = num_classes if num_classes is not None else num_classes_of(recipe)
+    size = recipe.image_size if recipe.image_size is not None else dataset_info(recipe.dataset).image_size
+    if recipe.style == "imagenet":
+        return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
+    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width)
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(plan: Plan, recipe: Recipe):
+    """Refuse, before anything is allocated, a network that cannot train in this machine's memory (on GPUs only
+    the weights' host copy is checked: the towers' memory is the GPUs')."""
+    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
+    need = plan.training_bytes(batch) if not recipe.gpus else 4 * (plan.num_params + plan.side_params)
+    have = machine_memory_bytes()
+    if need > have:
+        params = plan.num_params
+        count = "%.3g G" % (params / 1e9) if params >= 1e9 else "%.3g M" % (params / 1e6)
+        raise UserError("%s with %s parameters needs at least %.3g GB to train at batch %d, more than this "
+                        "machine's %.1f GB of memory; choose a smaller network (-n, --width, -d) or --batch"
+                        % (plan.title, count, need / 1e9, batch, have / 1e9))

@@ -16,12 +16,12 @@ from . import UserError
 from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, InputWatchdog, LearningRateSetter,
                         NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
 from .distributed import Ranks
-from .data import build_dataflow, dataset_info, imagenet_synsets, load_arrays, per_pixel_mean
+from .data import build_dataflow, dataset_info, load_arrays, per_pixel_mean
 from .inference import check_checkpoint_matches
 from .model import EpsResNet, ModelSettings, imagenet_normalisation
 from .schedule import LearningRatePolicy
-from .plan import Plan, cifar_plan, imagenet_plan
-from .recipes import Recipe
+from .plan import Plan
+from .recipes import Recipe, build_plan
 from .rundir import (DISCARDED_THRESHOLD, DISCARDS_FILE, LOADING_DIR, PLAN_FILE, RunLock, has_content, read_records,
                      read_settings, read_stats, release_locks, resolve_checkpoint, set_aside_unfinished_start,
                      snapshot_checkpoint, trim_for_resume, write_settings)
@@ -37,39 +37,7 @@ from tensorpack.utils import logger
 from tensorpack.utils.utils import fix_rng_seed
 
 
-# ---- what to build --------------------------------------------------------------------------------
-def num_classes_of(recipe: Recipe) -> int:
-    if recipe.dataset == "imagenet" and not recipe.fake_data:
-        return len(imagenet_synsets(recipe.data_dir)) if recipe.data_dir and os.path.isdir(recipe.data_dir) else 1000
-    return dataset_info(recipe.dataset).num_classes
-
-
-def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
-    num_classes = num_classes or num_classes_of(recipe)
-    size = recipe.image_size if recipe.image_size is not None else dataset_info(recipe.dataset).image_size
-    if recipe.style == "imagenet":
-        return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
-    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width)
-
-
-def machine_memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_fits_in_memory(plan: Plan, recipe: Recipe):
-    """Refuse, before anything is allocated, a network that cannot train in this machine's memory (on GPUs only
-    the weights' host copy is checked: the towers' memory is the GPUs')."""
-    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
-    need = plan.training_bytes(batch) if not recipe.gpus else 4 * (plan.num_params + plan.side_params)
-    have = machine_memory_bytes()
-    if need > have:
-        params = plan.num_params
-        count = "%.3g G" % (params / 1e9) if params >= 1e9 else "%.3g M" % (params / 1e6)
-        raise UserError("%s with %s parameters needs at least %.3g GB to train at batch %d, more than this "
-                        "machine's %.1f GB of memory; choose a smaller network (-n, --width, -d) or --batch"
-                        % (plan.title, count, need / 1e9, batch, have / 1e9))
-
-
+# ---- what to build ----------------------------------------------------------------------------------------------------
 def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettings:
     on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,

@@ -404,16 +404,27 @@ def test_kill_anywhere_and_resume_gives_the_uninterrupted_trajectory(tmp_path):
 
 
 def test_unreadable_imagenet_images_are_skipped_in_training_and_validation(tmp_path):
+    """With dataflow workers. A JPEG whose header claims 50000x50000 pixels made OpenCV raise in the workers, and
+    the run waited for data forever; every ImageNet run also ended with KeyboardInterrupt tracebacks from workers
+    that had inherited the trainer's SIGTERM handler."""
+    import struct
     from tests import datafiles
     data = str(tmp_path / "imagenet")
     datafiles.write_imagenet(data, per_class=4)
     (tmp_path / "imagenet" / "train" / "n01443537" / "n01443537_2.JPEG").write_bytes(b"\xff\xd8 truncated")
     (tmp_path / "imagenet" / "val" / "ILSVRC2012_val_00000003.JPEG").write_bytes(b"")
+    huge = tmp_path / "imagenet" / "train" / "n01484850" / "n01484850_1.JPEG"
+    raw = bytearray(huge.read_bytes())
+    sof = raw.find(b"\xff\xc0")
+    raw[sof + 5:sof + 9] = struct.pack(">HH", 50000, 50000)
+    huge.write_bytes(bytes(raw))
     args = ["--data", data, "-d", "18", "--image-size", "32", "--batch", "4", "--max-epoch", "1",
-            "--steps-per-epoch", "4", "--workers", "0"]
+            "--steps-per-epoch", "4", "--workers", "2"]
     proc = run_script("train_imagenet.py", *args, "--logdir", str(tmp_path / "run"), check=True)
     out = proc.stdout + proc.stderr
     assert "skipped unreadable image" in out and "n01443537_2.JPEG" in out and "ILSVRC2012_val_00000003" in out
+    assert "n01484850_1.JPEG declares 50000x50000 pixels" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
     # validation ran on the two readable images
     stats = json.load(open(str(tmp_path / "run" / "stats.json")))
     assert stats[-1]["val_error"] in (0.0, 0.5, 1.0)

@@ -147,7 +147,7 @@ def test_a_zero_the_user_typed_is_not_replaced_by_a_default():
 
 
 def test_a_network_too_large_for_the_machine_is_refused_before_allocation():
-    from eps_resnet.training import build_plan, check_fits_in_memory, machine_memory_bytes
+    from eps_resnet.recipes import build_plan, check_fits_in_memory, machine_memory_bytes
     huge = parse(DIGITS_DEMO, "--width", "1000").validate()
     with pytest.raises(UserError, match=r"WRN-34-1000 with .* parameters needs at least .* GB to train at batch 32, "
                                         r"more than this machine's"):

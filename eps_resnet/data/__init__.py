@@ -13,21 +13,27 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .. import UserError
-from .. import tfcompat  # noqa: F401  (imports TensorFlow/tensorpack quietly, before tensorpack.dataflow)
 from ..fileio import atomic_write_bytes
-from tensorpack.dataflow import (AugmentImageComponent, BatchData, DataFromList, MapData, MultiProcessMapDataZMQ,
-                                 MultiProcessRunnerZMQ, ProxyDataFlow, RNGDataFlow, imgaug)
-from tensorpack.utils import logger
-from . import augment
 from .checks import checked_split
 from .cifar import cifar_files, load_cifar
 from . import digits
 from .digits import load_digits_split
-from .imagenet import imagenet_files, imagenet_synsets, read_rgb
+from .imagenet import imagenet_files, imagenet_synsets
 from .svhn import load_svhn, svhn_files
-from .watchdog import Guarded
 
 log = logging.getLogger(__name__)
+
+# The dataflows need TensorFlow and tensorpack; they load on first use, so that what only reads the data sets'
+# facts (a --dry-run, a flag check) starts in a fraction of a second.
+_FLOWS = ("ArrayImages", "SkipUnreadable", "build_dataflow", "check_some_images_decode", "train_augmentors",
+          "val_augmentors")
+
+
+def __getattr__(name):
+    if name in _FLOWS:
+        from . import flows
+        return getattr(flows, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def _require_dir(data_dir, dataset):
+def require_data_dir(data_dir, dataset):
     if data_dir is None or not os.path.isdir(data_dir):
         raise UserError("data directory %r for %s does not exist; pass --data DIR pointing at the dataset"
                         % (data_dir, dataset))
@@ -68,7 +74,7 @@ def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tup
     if dataset == "digits":
         images, labels = load_digits_split(split)
         return checked_split(images, labels, digits.NUM_CLASSES, digits.IMAGE_SIZE, "the bundled digits", split)
-    _require_dir(data_dir, dataset)
+    require_data_dir(data_dir, dataset)
     if dataset in ("cifar10", "cifar100"):
         return load_cifar(data_dir, dataset_info(dataset).num_classes, split)
     if dataset == "svhn":
@@ -137,11 +143,11 @@ def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optiona
             with np.load(cache) as saved:
                 mean, saved_key = saved["mean"], str(saved["source"])
             if mean.shape == (32, 32, 3) and saved_key == key:
-                logger.info("mean image read from %s (its source files are unchanged)" % cache)
+                _info("mean image read from %s (its source files are unchanged)" % cache)
                 return mean.astype(np.float32)
-            logger.info("the mean image cached in %s was computed from other files; computing it again" % cache)
+            _info("the mean image cached in %s was computed from other files; computing it again" % cache)
         except (OSError, ValueError, KeyError, EOFError):
-            logger.info("the mean image cached in %s cannot be read; computing it again" % cache)
+            _info("the mean image cached in %s cannot be read; computing it again" % cache)
     if images is None:
         images, _ = load_arrays(dataset, "train", data_dir)
     mean = mean_image_of([images] + [load_arrays(dataset, s, data_dir)[0] for s in splits[1:]])
@@ -156,150 +162,16 @@ def per_pixel_mean(dataset: str, data_dir: Optional[str] = None, images: Optiona
         np.savez(buf, mean=mean, source=np.array(key))
         try:
             atomic_write_bytes(cache, buf.getvalue())
-            logger.info("mean image computed from the %s split(s) and cached in %s" % (" + ".join(splits), cache))
+            _info("mean image computed from the %s split(s) and cached in %s" % (" + ".join(splits), cache))
         except OSError as e:
             log.warning("could not cache the mean image at %s (%s); it will be recomputed next time", cache, e)
     return mean
 
 
-def train_augmentors(dataset: str, image_size: Optional[int] = None, svhn_jitter: str = "paper",
-                     imagenet_aug: str = "intended") -> list:
-    if dataset in ("cifar10", "cifar100"):
-        return augment.cifar_train_augmentors(flip=True)
-    if dataset == "digits":
-        # digits are not mirror-symmetric
-        return augment.cifar_train_augmentors(flip=False, size=digits.IMAGE_SIZE, pad=digits.MARGIN)
-    if dataset == "svhn":
-        return augment.svhn_train_augmentors(svhn_jitter)
-    return augment.imagenet_train_augmentors(image_size or 224, imagenet_aug)
+def _info(message):
+    from tensorpack.utils import logger  # loaded by then: only training reads the mean image
+    logger.info(message)
 
 
-def val_augmentors(dataset: str, image_size: Optional[int] = None, imagenet_aug: str = "intended") -> list:
-    if dataset == "imagenet":
-        return augment.imagenet_val_augmentors(image_size or 224, imagenet_aug)
-    return []
-
-
-class ArrayImages(RNGDataFlow):
-    """A DataFlow over in-memory arrays yielding [image, label], optionally shuffled each epoch."""
-
-    def __init__(self, images, labels, shuffle):
-        self.images, self.labels, self.shuffle = images, labels, shuffle
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __iter__(self):
-        n = len(self.labels)
-        for i in (self.rng.permutation(n) if self.shuffle else range(n)):
-            yield [self.images[i], self.labels[i]]
-
-
-def _decode_file(item):
-    """[image, label], or [None, "path: why"] for a file that cannot be decoded (SkipUnreadable drops and counts
-    it)."""
-    path, label = item
-    img, problem = read_rgb(path)
-    if img is None:
-        return [None, "%s %s" % (path, problem)]
-    return [img, np.int32(label)]
-
-
-class SkipUnreadable(ProxyDataFlow):
-    """Drops the images a decoder could not read, and says so in the log with a running count. When most images
-    fail (more than half of at least MOSTLY_BROKEN_AFTER read), the data set itself is broken: an error."""
-
-    MOSTLY_BROKEN_AFTER = 200
-
-    def __init__(self, ds, what):
-        super().__init__(ds)
-        self.what = what
-        self.skipped = 0
-        self.seen = 0
-
-    def __iter__(self):
-        for dp in self.ds:
-            self.seen += 1
-            if dp[0] is None:
-                self.skipped += 1
-                if self.skipped <= 10 or self.skipped % 100 == 0:
-                    logger.warn("skipped unreadable image %s (%d %s image(s) skipped so far)"
-                                % (dp[1], self.skipped, self.what))
-                if self.seen >= self.MOSTLY_BROKEN_AFTER and 2 * self.skipped > self.seen:
-                    raise UserError("%d of the first %d %s images could not be decoded (e.g. %s); check that the "
-                                    "files are intact images" % (self.skipped, self.seen, self.what, dp[1]))
-                continue
-            yield dp
-
-
-def check_some_images_decode(items: List[Tuple[str, int]], folder: str, samples: int = 16):
-    """Decode a few images spread over the list: a folder of files that are all unreadable would otherwise make
-    the training dataflow wait for an image forever."""
-    picks = [items[i * len(items) // min(samples, len(items))] for i in range(min(samples, len(items)))]
-    problems = [problem for _, problem in (read_rgb(path) for path, _ in picks)]
-    if all(problems):
-        raise UserError("none of %d images sampled from %s could be decoded (e.g. %s %s); check that the files are "
-                        "intact JPEG images" % (len(picks), folder, picks[0][0], problems[0]))
-
-
-def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional[str] = None, workers: int = 0,
-                   image_size: Optional[int] = None, svhn_jitter: str = "paper", imagenet_aug: str = "intended",
-                   shuffle=None, arrays=None):
-    """A DataFlow of [images uint8 [B,H,W,3], labels int32 [B]] batches.
-
-    split: 'train' (shuffled, augmented, drops the last partial batch) or the validation split
-    ('test' for CIFAR/SVHN/digits, 'val' for ImageNet; deterministic, keeps the last partial batch).
-    workers: processes that prefetch (0: everything in this process).
-    arrays: (images, labels) already loaded, to avoid reading an in-memory dataset twice.
-    """
-    info = dataset_info(dataset)
-    training = split == "train"
-    if not training and split != info.val_split:
-        raise UserError("%s has splits 'train' and %r, got %r" % (dataset, info.val_split, split))
-    if batch_size < 1:
-        raise UserError("batch size must be >= 1, got %r" % (batch_size,))
-    shuffle = training if shuffle is None else shuffle
-    augs = (train_augmentors(dataset, image_size, svhn_jitter, imagenet_aug) if training
-            else val_augmentors(dataset, image_size, imagenet_aug))
-
-    if info.in_memory:
-        images, labels = arrays if arrays is not None else load_arrays(dataset, split, data_dir)
-        if training and len(labels) < batch_size:
-            raise UserError("--batch %d is larger than the %d training images of %s; use --batch %d or less"
-                            % (batch_size, len(labels), dataset, len(labels)))
-        ds = ArrayImages(images, labels, shuffle)
-        if augs:
-            ds = AugmentImageComponent(ds, augs)
-        ds = BatchData(ds, batch_size, remainder=not training)
-        if workers > 0 and training:
-            ds = MultiProcessRunnerZMQ(Guarded(ds, split), workers)
-        return Guarded(ds, split)
-
-    _require_dir(data_dir, dataset)
-    items = imagenet_files(data_dir, "train" if training else "val")
-    if training and len(items) < batch_size:
-        raise UserError("--batch %d is larger than the %d training images in %s; use --batch %d or less"
-                        % (batch_size, len(items), data_dir, len(items)))
-    check_some_images_decode(items, os.path.join(data_dir, split))
-    ds = DataFromList(items, shuffle=shuffle)
-    augmentor = imgaug.AugmentorList(augs)
-
-    def load_and_augment(item):
-        dp = _decode_file(item)
-        if dp[0] is not None:
-            try:
-                dp[0] = augmentor.augment(dp[0])
-            except Exception as e:  # one odd image (a 1-pixel strip, ...) is skipped and counted, not fatal
-                return [None, "%s could not be augmented (%s: %s)" % (item[0], type(e).__name__, e)]
-        return dp
-
-    if workers > 0:
-        ds = MultiProcessMapDataZMQ(ds, workers, load_and_augment, buffer_size=min(200 * workers, 2000),
-                                    strict=not training)
-    else:
-        ds = MapData(ds, load_and_augment)
-    return Guarded(BatchData(SkipUnreadable(ds, split), batch_size, remainder=not training), split)
-
-
-__all__ = ["DATASETS", "MEAN_FROM", "DatasetInfo", "build_dataflow", "dataset_info", "imagenet_files", "imagenet_synsets",
-           "load_arrays", "per_pixel_mean", "train_augmentors", "val_augmentors"]
+__all__ = ["DATASETS", "MEAN_FROM", "DatasetInfo", "dataset_info", "imagenet_files", "imagenet_synsets",
+           "load_arrays", "per_pixel_mean", "require_data_dir", "split_files", "source_key"] + list(_FLOWS)
