@@ -67,7 +67,7 @@ def compare_imagenet_chains(root, seconds):
     stock = stock_chain(224)
     ours.reset_state()
     stock.reset_state()
-    runs = {"ours": lambda p: ours.augment(read_rgb(p)),
+    runs = {"ours": lambda p: ours.augment(read_rgb(p)[0]),
             "stock": lambda p: stock.augment(cv2.imread(p, cv2.IMREAD_COLOR))}
     counts = {k: 0 for k in runs}
     spent = {k: 0.0 for k in runs}
