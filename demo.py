@@ -37,7 +37,9 @@ def main():
     p.add_argument("--out", metavar="DIR", default=None,
                    help="a new directory for the runs and the export (default: demo_runs/<time>)")
     args = p.parse_args()
-    run_dir = args.out or os.path.join(ROOT, "demo_runs", time.strftime("%Y%m%d-%H%M%S"))
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty; pass a new directory, or leave the flag out")
+    run_dir = args.out if args.out is not None else os.path.join(ROOT, "demo_runs", time.strftime("%Y%m%d-%H%M%S"))
     if os.path.exists(run_dir):
         raise UserError("%s already exists; the demo writes a new directory: choose another --out" % run_dir)
     plain, gated, export = (os.path.join(run_dir, name) for name in ("plain", "eps", "export"))
