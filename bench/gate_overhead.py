@@ -1,12 +1,13 @@
 """Train-step time of the gated ε-ResNet against the plain pre-activation ResNet, side by side.
 
-CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU, in the session config training uses (Grappler off
-on a machine without GPUs). Both graphs live in one process; rounds of
-steps alternate between them so machine noise hits both alike. Prints the median step time of each
-and the ratio gated / plain (target: <= 1.02); and, for reference, the same for gates whose sum is the released
-code's shortcut + T·F with TensorFlow's own gradient (what the method costs before our exact closed gate).
+CIFAR ResNet-32 (n=5) by default, batch 32, NHWC on CPU, in the session config training uses (every core;
+Grappler off on a machine without GPUs). The graphs live in one process; rounds of steps alternate between them
+so machine noise hits them alike. Prints the median step time of each and the ratio gated / plain (target:
+<= 1.02) for the gate as training runs it on a CPU (Switch/Merge sum); and, for reference, the gate's arithmetic
+sum (what GPUs and XLA run) and the released code's shortcut + T·F with TensorFlow's own gradient.
+bench/peers.py measures the same ratio on separate processes that train as train_cifar.py does.
 
-    python bench/gate_overhead.py [--n 5] [--batch 32] [--rounds 12] [--steps 5]
+    python bench/gate_overhead.py [--n 5] [--batch 32] [--rounds 30] [--steps 2]
 """
 import argparse
 import contextlib
@@ -28,10 +29,13 @@ from tensorpack.tfutils.tower import TowerContext  # noqa: E402
 
 
 def training_session_config():
-    """The session config training uses (on a machine without GPUs: Grappler off)."""
+    """The session config training uses (every core; on a machine without GPUs: Grappler off)."""
     from eps_resnet.recipes import DIGITS_DEMO
     from eps_resnet.training import session_creator
-    return session_creator(DIGITS_DEMO).config
+    creator = session_creator(DIGITS_DEMO)
+    creator.config.intra_op_parallelism_threads = creator.threads
+    creator.config.inter_op_parallelism_threads = creator.ops_at_once
+    return creator.config
 
 
 @contextlib.contextmanager
@@ -39,21 +43,21 @@ def released_sum():
     """Build gates whose sum is the released code's shortcut + T·F (TensorFlow's own gradient), for reference:
     the cost of the method itself, before our exactness when shut and our hand-written gradient."""
     ours = gate.gated_sum
-    gate.gated_sum = lambda shortcut, residual, keep: shortcut + keep * residual
+    gate.gated_sum = lambda shortcut, residual, keep, branch=False: shortcut + keep * residual
     try:
         yield
     finally:
         gate.gated_sum = ours
 
 
-def make_trainer(plan, epsilon, batch, data_format, released=False):
+def make_trainer(plan, epsilon, batch, data_format, released=False, branch=True):
     """A session and a train op for one model; the batch is a constant in the graph (no feed cost)."""
     graph = tf.Graph()
     with graph.as_default(), (released_sum() if released else contextlib.nullcontext()):
         rng = np.random.RandomState(0)
         image = tf.constant(rng.randint(0, 256, (batch, 32, 32, 3)).astype(np.uint8))
         label = tf.constant(rng.randint(0, plan.num_classes, batch).astype(np.int32))
-        model = EpsResNet(plan, ModelSettings(epsilon=epsilon, data_format=data_format))
+        model = EpsResNet(plan, ModelSettings(epsilon=epsilon, data_format=data_format, branching_gates=branch))
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         if epsilon is not None:
@@ -81,16 +85,18 @@ def main():
     plan = cifar_plan(args.n)
     runs = {"plain": make_trainer(plan, None, args.batch, args.data_format),
             "gated": make_trainer(plan, args.epsilon, args.batch, args.data_format),
-            "released": make_trainer(plan, args.epsilon, args.batch, args.data_format, released=True)}
+            "arithmetic": make_trainer(plan, args.epsilon, args.batch, args.data_format, branch=False),
+            "released": make_trainer(plan, args.epsilon, args.batch, args.data_format, released=True, branch=False)}
     times = interleaved_times({name: (lambda sess=sess, op=op: sess.run(op)) for name, (sess, op) in runs.items()},
                               rounds=args.rounds, repeat=args.steps)
     # Each round times both models back to back, so the per-round ratio cancels slow drifts of the
     # shared machine; the median of those ratios is the figure, the quartiles show the noise.
     print("ResNet-%d (n=%d), batch %d, %s, %d rounds x %d steps"
           % (plan.depth, args.n, args.batch, args.data_format, args.rounds, args.steps))
-    print("plain step: %.1f ms   gated step: %.1f ms   released-sum gated step: %.1f ms  (medians)"
-          % tuple(np.median(times[k]) * 1e3 for k in ("plain", "gated", "released")))
-    for name, note in (("gated", "target <= 1.02"), ("released", "the released code's sum, for reference")):
+    print("median step: plain %.1f ms, gated %.1f ms, arithmetic sum %.1f ms, released sum %.1f ms"
+          % tuple(np.median(times[k]) * 1e3 for k in ("plain", "gated", "arithmetic", "released")))
+    for name, note in (("gated", "target <= 1.02"), ("arithmetic", "the gate's sum on GPUs and under XLA"),
+                       ("released", "the released code's sum, for reference")):
         q1, med, q3 = np.percentile(np.array(times[name]) / np.array(times["plain"]), [25, 50, 75])
         print("ratio %s / plain: %.3f  (quartiles %.3f-%.3f; %s)" % (name, med, q1, q3, note))
 

@@ -32,6 +32,16 @@ def env_rank() -> int:
     return 0
 
 
+def cores_per_process(processes_on_machine: int = 1) -> int:
+    """The cores one training process should keep busy: those it may run on (its affinity, which launchers and
+    containers restrict), shared with the machine's other training processes unless a launcher already pinned it
+    to its own cores (its affinity is then smaller than the machine)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if processes_on_machine > 1 and usable >= (os.cpu_count() or usable):
+        usable //= processes_on_machine
+    return max(1, usable)
+
+
 def import_horovod():
     try:
         import horovod.tensorflow as hvd
@@ -61,8 +71,13 @@ class Ranks:
         config = tfv1.ConfigProto(allow_soft_placement=True)
         config.gpu_options.visible_device_list = str(self.local_rank)
         config.gpu_options.allow_growth = True
-        config.inter_op_parallelism_threads = max(1, os.cpu_count() // self.hvd.local_size())
+        config.intra_op_parallelism_threads = config.inter_op_parallelism_threads = self.cores
         return config
+
+    @property
+    def cores(self) -> int:
+        """The cores of this rank: its machine's (or its pinned set), shared with the ranks on the machine."""
+        return cores_per_process(self.hvd.local_size())
 
     def allgather(self, obj):
         """[obj of rank 0, obj of rank 1, ...] on every rank (any picklable objects)."""

@@ -58,6 +58,7 @@ class ModelSettings:
     momentum: float = 0.9
     nesterov: bool = False
     data_format: str = "NHWC"
+    branching_gates: bool = False           # training towers sum gated blocks by Switch/Merge (CPU; gate.gated_sum)
     seed: Optional[int] = None              # graph-level TensorFlow seed (initialisers), for reproducible runs
 
     def validate(self):
@@ -133,7 +134,8 @@ class EpsResNet(ModelDesc):
         epsilon = None
         if self.gated:  # read once per tower: every gate uses this value (one copy to the tower's device)
             epsilon = GateConstants.of(
-                tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value"))
+                tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value"),
+                branch=self.settings.branching_gates and get_current_tower_context().is_training)
         x = self._preprocess(image)
         side_logits = None
         gates = []

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 from . import UserError
 from .data import dataset_info, imagenet_synsets
 from .plan import Plan, cifar_plan, imagenet_plan
-from .distributed import launched_by_horovodrun
+from .distributed import cores_per_process, launched_by_horovodrun
 
 Schedule = Tuple[Tuple[int, float], ...]
 TRAINERS = ("auto", "replicated", "horovod")
@@ -81,8 +81,7 @@ class Recipe:
         as in tensorpack's ImageNet example; CIFAR/SVHN augment small arrays, min(4, cores/2)."""
         if self.workers is not None:
             return self.workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(40 if self.dataset == "imagenet" else 4, cores // 2))
+        return max(1, min(40 if self.dataset == "imagenet" else 4, cores_per_process() // 2))
 
     @property
     def style(self):

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 from . import UserError
 from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, InputWatchdog, LearningRateSetter,
                         NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
-from .distributed import Ranks
+from .distributed import Ranks, cores_per_process
 from .data import build_dataflow, dataset_info, load_arrays, per_pixel_mean
 from .inference import check_checkpoint_matches
 from .model import EpsResNet, ModelSettings, imagenet_normalisation
@@ -42,7 +42,8 @@ def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettin
     on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
-                         nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC", seed=recipe.seed)
+                         nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
+                         branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed)
 
 
 # ---- log directory -----------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequenc
         config = TrainConfig(model=setup.model, data=QueueInput(setup.train_df), callbacks=callbacks,
                              monitors=monitors, steps_per_epoch=run.steps_per_epoch, max_epoch=setup.recipe.max_epoch,
                              starting_epoch=run.starting_epoch, session_init=session_init(run, is_chief),
-                             session_creator=session_creator(setup.recipe))
+                             session_creator=session_creator(setup.recipe, ranks))
         trainer = choose_trainer(setup, ranks)
         if setup.recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
             fix_rng_seed(setup.recipe.seed + (ranks.rank if ranks else 0))
@@ -378,25 +379,43 @@ def session_init(run: "RunStart", is_chief: bool):
 
 class InitialisingSessionCreator(NewSessionCreator):
     """tensorpack's NewSessionCreator (its default config: soft placement, GPU memory growth), made cheaper for
-    deep graphs. Each graph TensorFlow's session has not seen yet, and each new set of fetches, costs a pass over
+    deep graphs, running ops on `threads` threads each (intra-op) and `ops_at_once` ops in parallel (inter-op).
+
+    Each graph TensorFlow's session has not seen yet, and each new set of fetches, costs a pass over
     the whole graph that grows faster than the graph (3 s at the 752-layer network's 106,000 ops). tensorpack
     adds an op between its two initialiser runs, paying for two of each; here both initialisers are built
     first and run together (local variables are the monitors' moving averages, initialised from zeros). It also
     skips tensorpack's check that no initialiser waits on a queue, a backward walk that tests membership in a
-    list: 2.3 s there, and our initialisers read no input."""
+    list: 2.3 s there, and our initialisers read no input.
+
+    Threads are set here, when the session is made: HorovodTrainer rewrites the config before that with the
+    machine's whole core count, blind to a process pinned to fewer cores."""
+
+    def __init__(self, threads: int, ops_at_once: int):
+        super().__init__()
+        self.threads, self.ops_at_once = threads, ops_at_once
 
     def create_session(self):
+        self.config.intra_op_parallelism_threads = self.threads
+        self.config.inter_op_parallelism_threads = self.ops_at_once
         initialisers = [tfv1.global_variables_initializer(), tfv1.local_variables_initializer()]
         sess = tfv1.Session(target=self.target, config=self.config)
         sess.run(initialisers)
         return sess
 
 
-def session_creator(recipe: Recipe) -> NewSessionCreator:
-    """The training session, with XLA auto-clustering if asked.
-    Auto-clustering must be set in this config: tf.config.optimizer.set_jit() does not reach a v1 Session. On a
-    CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow loads (cli.recipe_from_args)."""
-    creator = InitialisingSessionCreator()  # the default config, not a "user-provided" one (that prints warnings)
+def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None) -> InitialisingSessionCreator:
+    """The training session: every core this process may use (a Horovod rank: its share of its machine), XLA
+    auto-clustering if asked.
+
+    tensorpack's default config runs each op on one thread (intra-op 1): convolutions then use one core, and
+    a ResNet-32 step at batch 128 took 1.2x as long as with both cores of a 2-core machine (bench/peers.py
+    --sessions compares the settings). Auto-clustering must be set in this config: tf.config.optimizer.set_jit()
+    does not reach a v1 Session. On a CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow
+    loads (cli.recipe_from_args)."""
+    threads = ranks.cores if ranks else cores_per_process()
+    # the default config, not a "user-provided" one (that prints warnings)
+    creator = InitialisingSessionCreator(threads, threads)
     if not tf.config.list_physical_devices("GPU"):
         # Grappler rewrites the whole graph once per new set of fetches (the training step, the step with
         # summaries, validation, ...), and its passes grow faster than the graph (ResNet-362 started in 125 s
@@ -406,6 +425,8 @@ def session_creator(recipe: Recipe) -> NewSessionCreator:
     if recipe.xla:
         creator.config.graph_options.optimizer_options.global_jit_level = tfv1.OptimizerOptions.ON_1
         logger.info("XLA auto-clustering is on for the training session")
+    logger.info("training session: %d threads per op, %d ops at once (the cores this process may use%s)"
+                % (threads, threads, ", shared by the Horovod ranks of its machine" if ranks else ""))
     return creator
 
 

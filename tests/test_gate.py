@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -85,13 +87,14 @@ def bits(a):
     return np.asarray(a, np.float32).view(np.uint32)
 
 
-def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open():
+@pytest.mark.parametrize("branch", [False, True], ids=["arithmetic", "branch"])
+def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open(branch):
     # the residual carries what a multiply by 0 would not survive: inf, NaN, and signed zeros on both sides
     shortcut = np.array([-0.0, 0.0, 1.5, -2.0, np.inf, 3.0], np.float32)
     residual = np.array([0.0, -0.0, np.inf, np.nan, 1.0, -1e-30], np.float32)
     with tf.Graph().as_default():
         keep = tfv1.placeholder(tf.float32, [])
-        out = gated_sum(tf.constant(shortcut), tf.constant(residual), keep)
+        out = gated_sum(tf.constant(shortcut), tf.constant(residual), keep, branch=branch)
         with tfv1.Session() as sess:
             shut, half = sess.run(out, {keep: 0.0}), sess.run(out, {keep: 0.5})
             opened = sess.run(out, {keep: 1.0})
@@ -101,7 +104,8 @@ def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open():
         np.testing.assert_array_equal(half, shortcut + np.float32(0.5) * residual)
 
 
-def test_gated_sum_gradient_is_the_selects_own():
+@pytest.mark.parametrize("branch", [False, True], ids=["arithmetic", "branch"])
+def test_gated_sum_gradient_is_the_selects_own(branch):
     """The hand-written gradient of gated_sum equals TensorFlow's gradient of the same select, shut, open and in
     the band, and keep gets none."""
     rng = np.random.RandomState(5)
@@ -109,7 +113,7 @@ def test_gated_sum_gradient_is_the_selects_own():
     with tf.Graph().as_default():
         keep = tfv1.placeholder(tf.float32, [])
         s, r = tf.constant(shortcut), tf.constant(residual)
-        ours = tfv1.gradients(gated_sum(s, r, keep), [s, r, keep], grad_ys=tf.constant(upstream))
+        ours = tfv1.gradients(gated_sum(s, r, keep, branch=branch), [s, r, keep], grad_ys=tf.constant(upstream))
         reference = tf.where(tf.equal(keep, 0.0), s, s + tf.stop_gradient(keep) * r)
         theirs = tfv1.gradients(reference, [s, r], grad_ys=tf.constant(upstream))
         assert ours[2] is None
@@ -124,20 +128,35 @@ def test_gated_sum_gradient_is_the_selects_own():
 CONTROL_FLOW_OPS = {"If", "StatelessIf", "Switch", "Merge", "Enter", "Exit", "NextIteration", "While", "StatelessWhile"}
 
 
-def test_gated_network_trains_without_control_flow_ops():
-    from eps_resnet.model import EpsResNet, ModelSettings
+@pytest.mark.parametrize("on_gpu", [True, False], ids=["gpu", "cpu"])
+def test_gated_network_branches_only_where_training_runs_on_a_cpu(on_gpu):
+    """GPU towers (and XLA) sum arithmetically, without control flow or selects; CPU training towers branch with
+    Switch/Merge and nothing else; inference graphs never branch (SavedModel, TFLite)."""
+    from eps_resnet.inference import build_inference_graph
+    from eps_resnet.model import EpsResNet
     from eps_resnet.plan import cifar_plan
+    from eps_resnet.recipes import DIGITS_DEMO
+    from eps_resnet.training import model_settings
+    settings = model_settings(DIGITS_DEMO, on_gpu=on_gpu)
+    assert settings.branching_gates == (not on_gpu)
+    assert not model_settings(dataclasses.replace(DIGITS_DEMO, xla=True), on_gpu=False).branching_gates
     with tf.Graph().as_default() as graph:
-        image, label = tfv1.placeholder(tf.uint8, [None, 32, 32, 3]), tfv1.placeholder(tf.int32, [None])
-        model = EpsResNet(cifar_plan(1), ModelSettings(epsilon=EPS))
+        image, label = tfv1.placeholder(tf.uint8, [None, 16, 16, 3]), tfv1.placeholder(tf.int32, [None])
+        model = EpsResNet(cifar_plan(1, image_size=16), dataclasses.replace(settings, data_format="NHWC"))
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         model.optimizer().minimize(cost)
         types = {op.type for op in graph.get_operations()}
         reads = [op.name for op in graph.get_operations() if op.type == "ReadVariableOp"
                  and op.inputs[0].op.name == "epsilon" and not op.name.startswith("epsilon/")]
-    assert "MulNoNan" in types and not types & (CONTROL_FLOW_OPS | {"Select", "SelectV2"})
+    assert not types & {"Select", "SelectV2"}
+    if on_gpu:
+        assert "MulNoNan" in types and not types & CONTROL_FLOW_OPS
+    else:
+        assert types & CONTROL_FLOW_OPS == {"Switch", "Merge"}
     assert sorted(reads) == ["epsilon-summary/ReadVariableOp", "epsilon_value/ReadVariableOp"]  # not one per gate
+    inference = build_inference_graph(cifar_plan(1, image_size=16), epsilon=EPS)
+    assert not {op.type for op in inference.graph.get_operations()} & CONTROL_FLOW_OPS
 
 
 def test_export_compares_only_batches_where_every_kept_gate_was_open():
