@@ -5,6 +5,10 @@ Writes synthetic datasets in the real on-disk formats to a temporary directory (
 one per core. The ImageNet comparison runs decode + augment per image, ours and tensorpack's
 ResNet-example chain at the same settings, interleaved in this run (target ratio >= 1.0).
 
+Then whether the CIFAR pipeline keeps up with training: its images/s at the default --workers against the images/s
+a plain ResNet-32 training step consumes at batch 128, trained as train_cifar.py trains (bench/peers.py's worker),
+measured in this run (target: the pipeline delivers >= 2x).
+
     python bench/dataflow_throughput.py [--seconds 5]
 """
 import argparse
@@ -14,7 +18,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import eps_resnet  # noqa: E402,F401
 import cv2  # noqa: E402
@@ -22,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from eps_resnet.data import augment, build_dataflow, imagenet_files  # noqa: E402
 from eps_resnet.data.imagenet import read_rgb  # noqa: E402
+from eps_resnet.recipes import CIFAR10  # noqa: E402
 from tensorpack.dataflow import imgaug  # noqa: E402
 from tests import datafiles  # noqa: E402
 
@@ -82,6 +88,27 @@ def compare_imagenet_chains(root, seconds):
     return {k: counts[k] / spent[k] for k in runs}
 
 
+def keeps_up(root, seconds, batch=128):
+    """CIFAR pipeline at the default worker count against what a training step consumes, alternated 3 times."""
+    from bench.peers import Contender
+    workers = CIFAR10.dataflow_workers()
+    log = open(os.path.join(root, "step.log"), "w")
+    step = Contender("training step", [sys.executable, os.path.join(ROOT, "bench", "peers.py"), "--worker", "plain",
+                                       "--batch", str(batch), "--logdir", os.path.join(root, "run")], log)
+    try:
+        step.ready()
+        pipeline, consumed = [], []
+        for _ in range(3):
+            pipeline.append(images_per_second(build_dataflow("cifar10", "train", batch, data_dir=root,
+                                                             workers=workers), seconds))
+            consumed.append(batch / step.time(max(3, int(seconds / 0.4))))
+    finally:
+        step.close()
+    p, c = np.median(pipeline), np.median(consumed)
+    print("CIFAR at the default --workers (%d): pipeline %.0f im/s, a ResNet-32 training step at batch %d consumes "
+          "%.0f im/s: ratio %.1f (target >= 2)" % (workers, p, batch, c, p / c))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default: %(default)s)")
@@ -101,6 +128,7 @@ def main():
         r = compare_imagenet_chains(root, 2 * args.seconds)
         print("ImageNet decode+augment, one process: ours %.0f im/s, tensorpack stock chain %.0f im/s, "
               "ratio %.2f (target >= 1.0)" % (r["ours"], r["stock"], r["ours"] / r["stock"]))
+        keeps_up(root, args.seconds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -43,7 +43,7 @@ def released_sum():
     """Build gates whose sum is the released code's shortcut + T·F (TensorFlow's own gradient), for reference:
     the cost of the method itself, before our exactness when shut and our hand-written gradient."""
     ours = gate.gated_sum
-    gate.gated_sum = lambda shortcut, residual, keep, branch=False: shortcut + keep * residual
+    gate.gated_sum = lambda shortcut, residual, keep, branch_on=None: shortcut + keep * residual
     try:
         yield
     finally:

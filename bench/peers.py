@@ -36,18 +36,26 @@ WARMUP_STEPS = 5
 
 
 # ---- the project's contender (a training run that waits for the conductor between rounds) -----------------------
-def project_worker(n: int, batch: int, plain: bool, logdir: str, threads=None):
+def project_worker(n: int, batch: int, plain: bool, logdir: str, threads=None, xla=False, grappler=None):
     import dataclasses
+    if xla:  # as cli.recipe_from_args does for --xla, before TensorFlow loads
+        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") + " --tf_xla_cpu_global_jit").strip()
     import eps_resnet  # noqa: F401
     from eps_resnet import training
     from eps_resnet.recipes import CIFAR10
     from tensorpack import Callback
-    if threads:  # another session than training's, for comparison (--sessions)
+    if threads or grappler:  # another session than training's, for comparison (--sessions, --grappler)
         training_creator = training.session_creator
 
         def session_creator(recipe, ranks=None):
             creator = training_creator(recipe, ranks)
-            creator.threads, creator.ops_at_once = threads
+            if threads:
+                creator.threads, creator.ops_at_once = threads
+            if grappler:
+                options = creator.config.graph_options.rewrite_options
+                options.disable_meta_optimizer = False
+                if grappler != "all":
+                    options.optimizers.extend(grappler.split(","))
             return creator
         training.session_creator = session_creator
 
@@ -78,7 +86,7 @@ def project_worker(n: int, batch: int, plain: bool, logdir: str, threads=None):
             self.todo, self.start = int(words[1]), time.perf_counter()
 
     recipe = dataclasses.replace(CIFAR10, num_units=n, batch=batch, epsilon=None if plain else 2.5, fake_data=True,
-                                 steps_per_epoch=10 ** 9, max_epoch=1, logdir=logdir, workers=0, seed=0)
+                                 steps_per_epoch=10 ** 9, max_epoch=1, logdir=logdir, workers=0, seed=0, xla=xla)
     training.train(recipe, extra_callbacks=[Conductor()])
 
 
@@ -146,6 +154,10 @@ def compare(args, batch, plan, tmp, torch_python, peak):
     for intra, inter in args.sessions:
         cases["plain %d/%d thr" % (intra, inter)] = [sys.executable, __file__, "--worker", "plain",
                                                      "--threads", "%d,%d" % (intra, inter)]
+    for passes in args.grappler:
+        cases["plain, Grappler %s" % passes] = [sys.executable, __file__, "--worker", "plain", "--grappler", passes]
+    if args.xla:
+        cases["plain --xla"] = [sys.executable, __file__, "--worker", "plain", "--xla"]
     if torch_python:
         peer = [torch_python, os.path.join(ROOT, "bench", "torch_peer.py"), "--plan", os.path.join(tmp, "plan.json")]
         cases["torch eager"] = peer
@@ -195,13 +207,18 @@ def main():
                    default=[], metavar="INTRA,INTER;...",
                    help="also time the plain step with these session thread counts (intra-op, inter-op; 0: "
                         "TensorFlow's choice), e.g. '1,0;2,1' (tensorpack's default is 1,0)")
+    p.add_argument("--xla", action="store_true", help="also time the plain step trained with --xla")
+    p.add_argument("--grappler", action="append", default=[], metavar="PASSES",
+                   help="also time the plain step with these Grappler passes (comma-separated, e.g. remapper,"
+                        "arithmetic; 'all': TensorFlow's default set); repeatable. Training runs none on a CPU")
     p.add_argument("--worker", choices=["plain", "gated"], help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--logdir", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=lambda t: tuple(map(int, t.split(","))), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return project_worker(args.n, args.batch, args.worker == "plain", args.logdir, args.threads)
+        return project_worker(args.n, args.batch, args.worker == "plain", args.logdir, args.threads, args.xla,
+                              args.grappler[0] if args.grappler else None)
 
     from eps_resnet.plan import cifar_plan
     plan = cifar_plan(args.n)

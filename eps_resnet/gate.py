@@ -53,7 +53,7 @@ class GateConstants:
     zero: object
     example_axes: object  # [1, 2, 3]: every axis of an NHWC or NCHW tensor but the batch axis
     batch_axis: object    # 0
-    branch: bool = False  # how the gated sum is computed: see gated_sum
+    branch: bool = False  # training on a CPU: the gated sum branches on T (see gated_sum)
 
     @staticmethod
     def of(epsilon, dtype=tf.float32, rank=4, branch=False):
@@ -85,7 +85,7 @@ def strict_identity(F, epsilon):
     return _keep_factor(tf.reduce_max(response_max_per_example(F, c)), c) * F
 
 
-def gated_sum(shortcut, residual, keep, branch: bool = False):
+def gated_sum(shortcut, residual, keep, branch_on=None):
     """shortcut + keep · residual, exactly `shortcut` when keep is 0 and exactly shortcut + residual when it is 1.
 
     Released code: shortcut + T·F, a multiply. When T is exactly 0 that sum can differ from the shortcut in
@@ -95,37 +95,38 @@ def gated_sum(shortcut, residual, keep, branch: bool = False):
       exactly; in the band 0 < T < 1 (width 1/L², reachable in float32 only for ε near 0) it is shortcut + T·F.
       No control flow and no select: on a GPU a branch would copy T to the host in every block and step, a
       select costs a broadcast pass, and the two element-wise passes fuse under XLA.
-    - `branch` (training on a CPU, where the predicate is already in host memory): Switch/Merge on T pick one of
-      shortcut + F (one pass, as the plain network's sum), the shortcut itself (no pass), or the band's formula;
-      the gradient branches the same way. That removes one full pass forward and one back per block: 3% of a
-      ResNet-32 step at batch 128 (bench/profile_step.py).
+    - `branch_on` = (T == 1, T == 0) (training on a CPU, where these predicates are already in host memory):
+      Switch/Merge ops pick shortcut + F (one pass, as the plain network's sum), the shortcut itself (no pass), or
+      shortcut + T·F in the band; the gradient branches the same way. One pass less forward and one back per
+      block: the gates' op time in a ResNet-32 step at batch 128 fell from 23 ms to 8 ms (bench/profile_step.py).
 
     The gradient is written by hand (`_gated_sum_gradient`), attached the way tf.custom_gradient does it, to an
     IdentityN over the result and the inputs. tf.custom_gradient itself scans every variable of the graph on each
     call, which made building a 375-block network quadratic in its depth.
     """
-    if branch:
-        out = _by_keep(keep, shortcut, residual, lambda s, r: tf.add(s, r), lambda s, r: tf.identity(s),
-                       lambda s, r: s - tf.math.multiply_no_nan(r, -keep))
-    else:
-        out = shortcut - tf.math.multiply_no_nan(residual, -keep)
-    gradient = _GATED_SUM_BRANCH_GRADIENT if branch else _GATED_SUM_GRADIENT
-    with tfv1.get_default_graph().gradient_override_map({"IdentityN": gradient}):
-        return tf.identity_n([out, shortcut, residual, keep])[0]
+    if branch_on is None:
+        with tfv1.get_default_graph().gradient_override_map({"IdentityN": _GATED_SUM_GRADIENT}):
+            out = shortcut - tf.math.multiply_no_nan(residual, -keep)
+            return tf.identity_n([out, shortcut, residual, keep])[0]
+    is_open, is_shut = branch_on
+    (s_open, s_shut, s_band), (r_open, _, r_band) = (_three_ways(t, is_open, is_shut) for t in (shortcut, residual))
+    out = _merge([tf.add(s_open, r_open), s_shut, s_band + keep * r_band])
+    with tfv1.get_default_graph().gradient_override_map({"IdentityN": _GATED_SUM_BRANCH_GRADIENT}):
+        return tf.identity_n([out, shortcut, residual, keep, is_open, is_shut])[0]
 
 
-def _by_keep(keep, a, b, when_open, when_shut, in_band):
-    """One of when_open(a, b) (keep == 1), when_shut(a, b) (keep == 0) or in_band(a, b), computing only that one:
-    raw Switch/Merge ops, which need no control-flow context (nothing differentiates through them). Each branch
-    must compute from its arguments: Merge passes on the first of its inputs that runs."""
-    is_open = tf.equal(keep, tf.ones_like(keep))
-    a_else, a_open = tf.raw_ops.Switch(data=a, pred=is_open)
-    b_else, b_open = tf.raw_ops.Switch(data=b, pred=is_open)
-    is_shut = tf.equal(keep, tf.zeros_like(keep))
-    a_band, a_shut = tf.raw_ops.Switch(data=a_else, pred=is_shut)
-    b_band, b_shut = tf.raw_ops.Switch(data=b_else, pred=is_shut)
-    return tf.raw_ops.Merge(inputs=[when_open(a_open, b_open), when_shut(a_shut, b_shut),
-                                    in_band(a_band, b_band)]).output
+def _three_ways(t, is_open, is_shut):
+    """(t if open, t if shut, t if in the band): raw Switch ops, of which only one output is computed on; they need
+    no control-flow context, since nothing differentiates through them."""
+    rest, when_open = tf.raw_ops.Switch(data=t, pred=is_open)
+    in_band, when_shut = tf.raw_ops.Switch(data=rest, pred=is_shut)
+    return when_open, when_shut, in_band
+
+
+def _merge(branches):
+    """The one branch that ran. Each must compute from its Switch outputs: Merge passes on the first input that
+    arrives, and an op that reads none of them (a constant) would arrive on every branch."""
+    return tf.raw_ops.Merge(inputs=branches).output
 
 
 _GATED_SUM_GRADIENT = "EpsResNetGatedSum"
@@ -144,13 +145,11 @@ def _gated_sum_gradient(op, grad, *_unused_outputs):
 
 @tf.RegisterGradient(_GATED_SUM_BRANCH_GRADIENT)
 def _gated_sum_branch_gradient(op, grad, *_unused_outputs):
-    """The same gradient, branching on keep: g itself when open, zeros when shut, keep·g in the band."""
-    keep = op.inputs[3]
-    # the raw ZerosLike reads its input, so it runs only on the shut branch (tf.zeros_like of a known shape is a
-    # constant, alive on every branch, and Merge would forward whichever input came first)
-    residual_grad = _by_keep(keep, grad, grad, lambda g, _: tf.identity(g), lambda g, _: tf.raw_ops.ZerosLike(x=g),
-                             lambda g, _: keep * g)
-    return [None, grad, residual_grad, None]
+    """The same gradient, branching on the forward's predicates: g itself when open, zeros when shut (the raw
+    ZerosLike reads g: tf.zeros_like of a known shape is a constant), keep·g in the band."""
+    keep, is_open, is_shut = op.inputs[3], op.inputs[4], op.inputs[5]
+    g_open, g_shut, g_band = _three_ways(grad, is_open, is_shut)
+    return [None, grad, _merge([g_open, tf.raw_ops.ZerosLike(x=g_shut), keep * g_band]), None, None, None]
 
 
 @layer_register(log_shape=False, use_scope=None)
@@ -166,10 +165,11 @@ def StrictIdentityGate(residual, epsilon, shortcut=None):
     per_example = response_max_per_example(residual, c, name="response_max")
     batch_max = tf.reduce_max(per_example, axis=c.batch_axis, name="batch_response_max")
     keep = _keep_factor(batch_max, c, name="keep")
-    tf.cast(tf.equal(keep, c.zero), tf.float32, name="is_discarded")
+    is_shut = tf.equal(keep, c.zero)
+    tf.cast(is_shut, tf.float32, name="is_discarded")
     if shortcut is None:
         return keep * residual
-    return gated_sum(shortcut, residual, keep, branch=c.branch)
+    return gated_sum(shortcut, residual, keep, branch_on=(tf.equal(keep, c.one), is_shut) if c.branch else None)
 
 
 # ---- the gate statistics vector --------------------------------------------------------------------------------

@@ -48,3 +48,36 @@ def test_trainer_choices_are_checked():
         dataclasses.replace(CIFAR10, trainer="mpi").validate()
     with pytest.raises(UserError, match="drop --gpu"):
         dataclasses.replace(CIFAR10, trainer="horovod", gpus=(0, 1)).validate()
+
+
+SESSION_THREADS = """
+import os, sys
+os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+import eps_resnet
+from eps_resnet.distributed import cores_per_process
+from eps_resnet.recipes import CIFAR10
+from eps_resnet.tfcompat import tf
+from eps_resnet.training import session_creator
+with tf.Graph().as_default():
+    sess = session_creator(CIFAR10).create_session()
+print(cores_per_process(), cores_per_process(2), sess._config.intra_op_parallelism_threads,
+      sess._config.inter_op_parallelism_threads)
+"""
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["all cores", "pinned to one"])
+def test_training_session_uses_the_cores_this_process_may_use(pinned):
+    """The session runs each op on every core of the process's affinity (tensorpack's default: one thread); ranks
+    sharing an unpinned machine split it, a rank pinned by its launcher keeps its own cores."""
+    import os
+    import subprocess
+    import sys
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = allowed[:1] if pinned else allowed
+    out = subprocess.run([sys.executable, "-c", SESSION_THREADS, ",".join(map(str, cores))], capture_output=True,
+                         text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    alone, shared, intra, inter = map(int, out.stdout.splitlines()[-1].split())
+    assert alone == intra == inter == len(cores)
+    whole_machine = len(cores) >= (os.cpu_count() or 1)
+    assert shared == (max(1, len(cores) // 2) if whole_machine else len(cores))

@@ -94,7 +94,8 @@ def test_gated_sum_is_bit_exact_when_the_gate_is_shut_or_open(branch):
     residual = np.array([0.0, -0.0, np.inf, np.nan, 1.0, -1e-30], np.float32)
     with tf.Graph().as_default():
         keep = tfv1.placeholder(tf.float32, [])
-        out = gated_sum(tf.constant(shortcut), tf.constant(residual), keep, branch=branch)
+        out = gated_sum(tf.constant(shortcut), tf.constant(residual), keep,
+                        branch_on=(tf.equal(keep, 1.0), tf.equal(keep, 0.0)) if branch else None)
         with tfv1.Session() as sess:
             shut, half = sess.run(out, {keep: 0.0}), sess.run(out, {keep: 0.5})
             opened = sess.run(out, {keep: 1.0})
@@ -113,7 +114,8 @@ def test_gated_sum_gradient_is_the_selects_own(branch):
     with tf.Graph().as_default():
         keep = tfv1.placeholder(tf.float32, [])
         s, r = tf.constant(shortcut), tf.constant(residual)
-        ours = tfv1.gradients(gated_sum(s, r, keep, branch=branch), [s, r, keep], grad_ys=tf.constant(upstream))
+        branch_on = (tf.equal(keep, 1.0), tf.equal(keep, 0.0)) if branch else None
+        ours = tfv1.gradients(gated_sum(s, r, keep, branch_on), [s, r, keep], grad_ys=tf.constant(upstream))
         reference = tf.where(tf.equal(keep, 0.0), s, s + tf.stop_gradient(keep) * r)
         theirs = tfv1.gradients(reference, [s, r], grad_ys=tf.constant(upstream))
         assert ours[2] is None
