@@ -42,6 +42,9 @@ def main_guard(main, interrupted: str = INTERRUPTED):
     except KeyboardInterrupt:
         say(interrupted)
         exit_now(130)
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing is left to say to it
+        _silence_stdout()
+        exit_now(141)  # 128 + SIGPIPE, what a shell reports for a command that met a closed pipe
     except Exception as e:
         if not is_write_failure(e):
             raise
@@ -52,6 +55,12 @@ def main_guard(main, interrupted: str = INTERRUPTED):
     exit_now(result or 0)
 
 
+def _silence_stdout():
+    """Point stdout at /dev/null, so that flushing what is buffered at exit does not raise the error again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def say(line: str):
     print(line, file=sys.stderr, flush=True)
 
@@ -60,7 +69,10 @@ def exit_now(code: int):
     """Exit with `code`. In a Horovod run, exit at once: horovodrun stops the other ranks when one exits, and a
     rank stopped that way (SIGTERM) must report the same code; atexit handlers would only delay us."""
     from .distributed import launched_by_horovodrun
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
     sys.stderr.flush()
     if launched_by_horovodrun():
         os._exit(code)

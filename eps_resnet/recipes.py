@@ -63,6 +63,7 @@ class Recipe:
     max_to_keep: int = 3                  # checkpoints kept
     seed: Optional[int] = None
     xla: bool = False                     # XLA auto-clustering of the training session
+    grappler: bool = False                # Grappler's graph rewrites on a CPU too (always on with GPUs)
 
     @property
     def plain(self):
@@ -170,7 +171,8 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
             "seed": "seed"}
 _OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
-                "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla"}
+                "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla",
+                "grappler": "--grappler"}
 
 
 def _show_epsilon(value):

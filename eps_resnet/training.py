@@ -416,11 +416,11 @@ def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None) -> Initialisi
     threads = ranks.cores if ranks else cores_per_process()
     # the default config, not a "user-provided" one (that prints warnings)
     creator = InitialisingSessionCreator(threads, threads)
-    if not tf.config.list_physical_devices("GPU"):
+    if not tf.config.list_physical_devices("GPU") and not recipe.grappler:
         # Grappler rewrites the whole graph once per new set of fetches (the training step, the step with
-        # summaries, validation, ...), and its passes grow faster than the graph (ResNet-362 started in 125 s
-        # with it, 66 s without). On a CPU steps are no faster with it (bench/startup.py measures both), so a
-        # machine without GPUs runs the graph as built; with GPUs it stays on.
+        # summaries, validation, ...), and its passes grow faster than the graph (ResNet-362 started in 45 s
+        # without, 80 s with it). On a CPU it makes steps faster only at small batches (6-20% at batch 32, none at
+        # 128; bench/peers.py --grappler all), so a machine without GPUs runs the graph as built unless --grappler.
         creator.config.graph_options.rewrite_options.disable_meta_optimizer = True
     if recipe.xla:
         creator.config.graph_options.optimizer_options.global_jit_level = tfv1.OptimizerOptions.ON_1

@@ -58,17 +58,21 @@ from eps_resnet.distributed import cores_per_process
 from eps_resnet.recipes import CIFAR10
 from eps_resnet.tfcompat import tf
 from eps_resnet.training import session_creator
+import dataclasses
 with tf.Graph().as_default():
     sess = session_creator(CIFAR10).create_session()
+rewrites = [session_creator(dataclasses.replace(CIFAR10, grappler=g)).config.graph_options.rewrite_options
+            for g in (False, True)]
 print(cores_per_process(), cores_per_process(2), sess._config.intra_op_parallelism_threads,
-      sess._config.inter_op_parallelism_threads)
+      sess._config.inter_op_parallelism_threads, *[int(r.disable_meta_optimizer) for r in rewrites])
 """
 
 
 @pytest.mark.parametrize("pinned", [False, True], ids=["all cores", "pinned to one"])
 def test_training_session_uses_the_cores_this_process_may_use(pinned):
     """The session runs each op on every core of the process's affinity (tensorpack's default: one thread); ranks
-    sharing an unpinned machine split it, a rank pinned by its launcher keeps its own cores."""
+    sharing an unpinned machine split it, a rank pinned by its launcher keeps its own cores. Grappler runs on a
+    CPU only when asked (--grappler)."""
     import os
     import subprocess
     import sys
@@ -77,7 +81,8 @@ def test_training_session_uses_the_cores_this_process_may_use(pinned):
     out = subprocess.run([sys.executable, "-c", SESSION_THREADS, ",".join(map(str, cores))], capture_output=True,
                          text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr[-2000:]
-    alone, shared, intra, inter = map(int, out.stdout.splitlines()[-1].split())
+    alone, shared, intra, inter, grappler_off, grappler_asked_off = map(int, out.stdout.splitlines()[-1].split())
     assert alone == intra == inter == len(cores)
+    assert (grappler_off, grappler_asked_off) == (1, 0)  # this machine has no GPU: off unless --grappler
     whole_machine = len(cores) >= (os.cpu_count() or 1)
     assert shared == (max(1, len(cores) // 2) if whole_machine else len(cores))
