@@ -28,11 +28,12 @@ from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
 from tensorpack.tfutils.tower import TowerContext  # noqa: E402
 
 
-def training_session_config():
-    """The session config training uses (every core; on a machine without GPUs: Grappler off)."""
-    from eps_resnet.recipes import DIGITS_DEMO
+def training_session_config(plan, batch):
+    """The session config training uses for this network and batch (threads; without GPUs: Grappler off)."""
+    import dataclasses
+    from eps_resnet.recipes import CIFAR10
     from eps_resnet.training import session_creator
-    creator = session_creator(DIGITS_DEMO)
+    creator = session_creator(dataclasses.replace(CIFAR10, batch=batch), plan=plan)
     creator.config.intra_op_parallelism_threads = creator.threads
     creator.config.inter_op_parallelism_threads = creator.ops_at_once
     return creator.config
@@ -67,7 +68,7 @@ def make_trainer(plan, epsilon, batch, data_format, released=False, branch=True)
         # the moving-summary updates are part of every training step in tensorpack
         ema = tfv1.get_collection("MOVING_SUMMARY_OPS")  # tensors whose evaluation updates the averages
         op = tf.group(train_op, *ema)
-        sess = tfv1.Session(graph=graph, config=training_session_config())
+        sess = tfv1.Session(graph=graph, config=training_session_config(plan, batch))
         sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
     return sess, op
 

@@ -47,8 +47,8 @@ def project_worker(n: int, batch: int, plain: bool, logdir: str, threads=None, x
     if threads or grappler:  # another session than training's, for comparison (--sessions, --grappler)
         training_creator = training.session_creator
 
-        def session_creator(recipe, ranks=None):
-            creator = training_creator(recipe, ranks)
+        def session_creator(recipe, ranks=None, plan=None):
+            creator = training_creator(recipe, ranks, plan)
             if threads:
                 creator.threads, creator.ops_at_once = threads
             if grappler:

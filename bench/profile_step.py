@@ -108,8 +108,8 @@ def main():
     if ARGS.grappler:
         training_creator = training.session_creator
 
-        def with_passes(recipe, ranks=None):
-            creator = training_creator(recipe, ranks)
+        def with_passes(recipe, ranks=None, plan=None):
+            creator = training_creator(recipe, ranks, plan)
             options = creator.config.graph_options.rewrite_options
             options.disable_meta_optimizer = False
             options.optimizers.extend(ARGS.grappler.split(","))

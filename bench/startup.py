@@ -49,8 +49,8 @@ def train_case(n, towers, logdir, grappler, kind):
     if grappler == "on":  # what a machine with GPUs runs
         plain_creator = training.session_creator
 
-        def with_grappler(recipe, ranks=None):
-            creator = plain_creator(recipe, ranks)
+        def with_grappler(recipe, ranks=None, plan=None):
+            creator = plain_creator(recipe, ranks, plan)
             creator.config.graph_options.rewrite_options.disable_meta_optimizer = False
             return creator
         training.session_creator = with_grappler

@@ -280,7 +280,7 @@ def train(recipe: Recipe, data: Optional[tuple] = None, extra_callbacks: Sequenc
         config = TrainConfig(model=setup.model, data=QueueInput(setup.train_df), callbacks=callbacks,
                              monitors=monitors, steps_per_epoch=run.steps_per_epoch, max_epoch=setup.recipe.max_epoch,
                              starting_epoch=run.starting_epoch, session_init=session_init(run, is_chief),
-                             session_creator=session_creator(setup.recipe, ranks))
+                             session_creator=session_creator(setup.recipe, ranks, setup.plan))
         trainer = choose_trainer(setup, ranks)
         if setup.recipe.seed is not None:  # dataflow and augmentation RNGs (the graph seed is set by the model)
             fix_rng_seed(setup.recipe.seed + (ranks.rank if ranks else 0))
@@ -404,19 +404,36 @@ class InitialisingSessionCreator(NewSessionCreator):
         return sess
 
 
-def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None) -> InitialisingSessionCreator:
-    """The training session: every core this process may use (a Horovod rank: its share of its machine), XLA
-    auto-clustering if asked.
+# A CPU thread joins an op's work only for at least this many multiply-accumulates per layer and step. Measured
+# on 2 cores (bench/peers.py --sessions): ResNet-32 at batch 128 (275 M per layer) ran 0.81x the time with 2
+# threads per op; at batch 32 (69 M) alike; the demo's 16x16 digits at batch 32 (17 M) ran 1.49x the time.
+MACS_PER_THREAD = 50e6
 
-    tensorpack's default config runs each op on one thread (intra-op 1): convolutions then use one core, and
-    a ResNet-32 step at batch 128 took 1.2x as long as with both cores of a 2-core machine (bench/peers.py
-    --sessions compares the settings). Auto-clustering must be set in this config: tf.config.optimizer.set_jit()
-    does not reach a v1 Session. On a CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow
-    loads (cli.recipe_from_args)."""
-    threads = ranks.cores if ranks else cores_per_process()
+
+def threads_per_op(plan: Plan, batch: int, cores: int, on_gpu: bool) -> int:
+    """Threads for one op: every core when a GPU computes (the CPU runs small ops and input copies), else as many
+    as the layers' work per step keeps busy. Independent ops still run side by side on all cores (inter-op)."""
+    if on_gpu:
+        return cores
+    per_layer = plan.flops * batch / plan.full_depth
+    return max(1, min(cores, int(per_layer // MACS_PER_THREAD)))
+
+
+def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None,
+                    plan: Optional[Plan] = None) -> InitialisingSessionCreator:
+    """The training session on the cores this process may use (a Horovod rank: its share of its machine), with
+    threads_per_op() threads for each op given the `plan` (all of them without one), XLA auto-clustering if asked.
+
+    tensorpack's default config runs each op on one thread and lets TensorFlow choose how many ops run at once.
+    Auto-clustering must be set in this config: tf.config.optimizer.set_jit() does not reach a v1 Session. On a
+    CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow loads (cli.recipe_from_args)."""
+    cores = ranks.cores if ranks else cores_per_process()
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
+    threads = threads_per_op(plan, batch, cores, on_gpu) if plan else cores
     # the default config, not a "user-provided" one (that prints warnings)
-    creator = InitialisingSessionCreator(threads, threads)
-    if not tf.config.list_physical_devices("GPU") and not recipe.grappler:
+    creator = InitialisingSessionCreator(threads, cores)
+    if not on_gpu and not recipe.grappler:
         # Grappler rewrites the whole graph once per new set of fetches (the training step, the step with
         # summaries, validation, ...), and its passes grow faster than the graph (ResNet-362 started in 45 s
         # without, 80 s with it). On a CPU it makes steps faster only at small batches (6-20% at batch 32, none at
@@ -425,8 +442,8 @@ def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None) -> Initialisi
     if recipe.xla:
         creator.config.graph_options.optimizer_options.global_jit_level = tfv1.OptimizerOptions.ON_1
         logger.info("XLA auto-clustering is on for the training session")
-    logger.info("training session: %d threads per op, %d ops at once (the cores this process may use%s)"
-                % (threads, threads, ", shared by the Horovod ranks of its machine" if ranks else ""))
+    logger.info("training session: %d thread(s) per op, %d ops at once (%d cores for this process%s)"
+                % (threads, cores, cores, ", its share of the machine's Horovod ranks" if ranks else ""))
     return creator
 
 
