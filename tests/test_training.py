@@ -111,7 +111,7 @@ def test_two_towers_share_one_epsilon(tmp_path):
             break
     in_blocks = [n for n in graph.node if re.search(r"(^|/)res\d\.\d+/", n.name)]
     assert in_blocks and not [n.name for n in in_blocks if n.op in ("If", "StatelessIf", "While", "Enter", "Exit")]
-    for tower in ("", "tower1/"):
+    for tower in ("tower0/", "tower1/"):
         assert any(n.op == "Merge" and n.name.startswith(tower + "res1.0/") for n in in_blocks), tower
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
     assert [r["epsilon"] for r in read_records(logdir)] == [1e6, 1e6]

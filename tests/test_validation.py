@@ -157,15 +157,14 @@ def test_a_network_too_large_for_the_machine_is_refused_before_allocation():
     assert build_plan(small).training_bytes(32) < machine_memory_bytes() / 100
 
 
-@pytest.mark.parametrize("command", [["train_cifar.py", "--dry-run", "-n", "125"], ["train_cifar.py", "--help"]])
-def test_output_into_a_closed_pipe_ends_quietly(command):
+def test_output_into_a_closed_pipe_ends_quietly():
     """`... | head -1` closes the pipe early: the command stops without a traceback (exit 141, as a shell reports
     a command that met a closed pipe), however much it still had to print."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, *command], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "train_cifar.py", "--dry-run", "-n", "125"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # before the command printed anything
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode in (0, 141), err.decode()[-2000:]  # --help's text fits the pipe's buffer: exit 0
+    assert proc.returncode == 141, err.decode()[-2000:]
     assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()[-2000:]
