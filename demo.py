@@ -57,8 +57,9 @@ def main():
             [os.path.join(ROOT, "prune_export.py"), gated, "--out", export, "--baseline", plain, "--quantize", "dynamic",
              "--recompute-bn", str(RECOMPUTE_BN_BATCHES)]):
         return 1
-    if step("4/4 figures (paper Figs. 1, 5, 9, 10 and error curves)",
-            ["-m", "eps_resnet.figures", gated, "--out", os.path.join(export, "figures")]):
+    if step("4/4 figures (paper Figs. 1, 5, 9, 10, the gates per epoch, responses and error curves)",
+            ["-m", "eps_resnet.figures", gated, "--out", os.path.join(export, "figures"), "--baseline", plain,
+             "--export", export]):
         return 1
 
     from eps_resnet.figures import RunRecords

@@ -62,7 +62,7 @@ def make_trainer(plan, epsilon, batch, data_format, released=False, branch=True)
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         if epsilon is not None:
-            average_gate_statistics(plan.block_names_gated)  # as the GateAgreement callback adds in training
+            average_gate_statistics(plan)  # as the GateAgreement callback adds in training
         step = tfv1.train.get_or_create_global_step()
         train_op = model.optimizer().minimize(cost, global_step=step)
         # the moving-summary updates are part of every training step in tensorpack

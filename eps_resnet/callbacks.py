@@ -15,6 +15,7 @@ from tabulate import tabulate
 from . import UserError
 from .fileio import append_json_line, disk_error_hint, write_failure_reason
 from .gate import average_gate_statistics, unpack_gate_statistics
+from .model import REDUCED_KEEP
 
 from .plan import Plan
 from .rundir import DISCARDED_THRESHOLD, DISCARDS_FILE, checkpoint_steps, read_records, remove_checkpoint
@@ -36,29 +37,37 @@ class GateAgreement(Callback):
     of it on 8 GPUs. In a Horovod run each rank trains on other batches, so its gates and its discarded_cnt
     differ: the averages are allreduced (mean over ranks) here, once, so that the adaptive learning rate and the
     discard tracker decide the same on every rank. Place it before the learning-rate setter and the tracker.
-    Attributes after each epoch: `stats` {block: (is_discarded, batch max |F|)}, `discarded_cnt`, and
+    It also sets the flags of the reduced network that validation runs next (EpsResNet.validation_tower_func),
+    so it must come before the inference runner. Attributes after each epoch: `stats` {block: (is_discarded, batch max |F|)}, `discarded_cnt`, and
     `local_discarded_cnt` (this rank's own, for the log).
     """
     _chief_only = False  # every rank must take part in the allreduce
 
     def __init__(self, plan, ranks=None):
+        self.plan = plan
         self.names = plan.block_names_gated
         self.ranks = ranks
         self.stats, self.discarded_cnt, self.local_discarded_cnt = {}, None, None
 
     def _setup_graph(self):
-        local = average_gate_statistics(self.names)  # over this process's towers (one per GPU)
+        local = average_gate_statistics(self.plan)  # over this process's towers (one per GPU)
         agreed = local
         if self.ranks is not None and self.ranks.size > 1:
             hvd = self.ranks.hvd
             agreed = hvd.allreduce(local, op=hvd.Average, name="gate_statistics_agreed")
         self._fetch = [local, agreed]
 
+    def _before_train(self):
+        found = self.graph.get_collection(REDUCED_KEEP)  # the validation tower's, built after us, on rank 0 only
+        self._reduced_keep = found[0] if found else None
+
     def _trigger_epoch(self):
         local, agreed = self.trainer.sess.run(self._fetch)
         self.stats = unpack_gate_statistics(self.names, agreed)
         self.discarded_cnt = float(sum(flag for flag, _ in self.stats.values()))
         self.local_discarded_cnt = float(sum(flag for flag, _ in unpack_gate_statistics(self.names, local).values()))
+        if self._reduced_keep is not None:  # validation of the reduced network, next (EpsResNet.validation_tower_func)
+            self._reduced_keep.load([self.stats[n][0] < DISCARDED_THRESHOLD for n in self.names], self.trainer.sess)
 
 
 class LearningRateSetter(HyperParamSetter):
@@ -131,16 +140,18 @@ def kernel_statistics(values: List[np.ndarray]) -> dict:
             "percentiles": [float(p) for p in pct]}
 
 
-class DiscardTracker(Callback):
-    """At each epoch end: a table of discarded blocks (new ones marked) and one record in discards.jsonl.
+class EpochRecorder(Callback):
+    """At each epoch end, one record in discards.jsonl, and for a gated run a table of the discarded blocks (new
+    ones marked) in the log.
 
-    A record holds epoch, global step, ε, learning rate, whether the LR was reset, discarded_cnt (sum of the
-    blocks' moving averages of is_discarded), and per block the moving averages of is_discarded and of the
-    batch max |F|, plus statistics of its residual-branch kernels. The gate averages are those of the
-    GateAgreement callback (averaged over Horovod ranks). Runs on rank 0 only.
+    A record holds epoch, global step, ε, learning rate, whether the LR was reset, the epoch's errors, and per
+    block statistics of its residual-branch kernels; for a gated run also discarded_cnt (sum of the blocks'
+    moving averages of is_discarded) and per block the moving averages of is_discarded and of the batch max |F|
+    (GateAgreement's, averaged over Horovod ranks). A plain run's records (`"gated": false`) carry the kernels
+    only: they are the control of the weight-collapse figure. Runs on rank 0 only.
     """
 
-    def __init__(self, plan, logdir, gates, lr_setter=None, live_figures=True):
+    def __init__(self, plan, logdir, gates=None, lr_setter=None, live_figures=True):
         self.plan = plan
         self.gates = gates
         self.live_figures = live_figures
@@ -158,22 +169,25 @@ class DiscardTracker(Callback):
         # records of the epochs before this (possibly resumed) start, read once and then kept in memory
         self._records = [r for r in read_records(os.path.dirname(self.path)) if r["epoch"] <= self.epoch_num]
         last = self._records[-1]["blocks"] if self._records else {}
-        self._previous = {b for b, r in last.items() if r["is_discarded"] >= DISCARDED_THRESHOLD}
+        self._previous = {b for b, r in last.items() if r.get("is_discarded", 0.0) >= DISCARDED_THRESHOLD}
 
     def _trigger_epoch(self):
         sess = self.trainer.sess
-        stats = self.gates.stats
         kernels = sess.run(self._kernels)
-        eps, lr = sess.run([self._epsilon, self._lr])
-        blocks = {}
-        for name, (flag, rmax) in stats.items():
-            blocks[name] = {"is_discarded": flag, "response_max": rmax, "kernels": kernel_statistics(kernels[name])}
-        cnt = float(sum(f for f, _ in stats.values()))
-        record = {"epoch": self.epoch_num, "global_step": int(self.global_step), "epsilon": float(eps),
-                  "learning_rate": float(lr), "discarded_cnt": cnt,
-                  "lr_reset": bool(self.lr_setter.reset_this_epoch) if self.lr_setter else False,
-                  "blocks": blocks}
-        for key in ("val_error", "val_side_error", "val_error_top5", "train_error", "side_train_error"):
+        lr = float(sess.run(self._lr))
+        reset = bool(self.lr_setter.reset_this_epoch) if self.lr_setter else False
+        # a scalar of its own: resets happen while the rate is already at its start value, invisible in its curve
+        self.trainer.monitors.put_scalar("lr_reset", float(reset))
+        blocks = {name: {"kernels": kernel_statistics(values)} for name, values in kernels.items()}
+        record = {"epoch": self.epoch_num, "global_step": int(self.global_step), "learning_rate": lr,
+                  "lr_reset": reset, "gated": self.gates is not None, "blocks": blocks}
+        if self.gates is not None:
+            stats = self.gates.stats
+            for name, (flag, rmax) in stats.items():
+                blocks[name].update(is_discarded=flag, response_max=rmax)
+            record.update(epsilon=float(sess.run(self._epsilon)), discarded_cnt=float(sum(f for f, _ in stats.values())))
+        for key in ("val_error_reduced", "val_error_top5_reduced", "val_error", "val_side_error", "val_error_top5",
+                    "train_error", "side_train_error"):
             value = self._latest(key)
             if value is not None:
                 record[key] = value
@@ -182,20 +196,22 @@ class DiscardTracker(Callback):
             append_json_line(self.path, record)
         except OSError as e:
             raise UserError("cannot write %s (%s); %s" % (self.path, e.strerror, disk_error_hint()))
+        if self.gates is None:
+            return
         if self.live_figures:
             self._put_figures()
         discarded = [n for n, (f, _) in stats.items() if f >= DISCARDED_THRESHOLD]
         logger.info("epoch %d: %d of %d blocks discarded (discarded_cnt %.2f, ε %.3g, lr %.3g)\n%s"
-                    % (self.epoch_num, len(discarded), len(stats), cnt, eps, lr,
+                    % (self.epoch_num, len(discarded), len(stats), record["discarded_cnt"], record["epsilon"], lr,
                        discard_table(self.plan, stats, self._previous)))
         self._previous = set(discarded)
 
     def _put_figures(self):
-        """Block map and discard ratio as TensorBoard image summaries, to watch them live."""
-        from .figures import RunRecords, draw, figure_png
+        """The figures worth watching live (figures.LIVE_FIGURES) as TensorBoard image summaries."""
+        from .figures import LIVE_FIGURES, RunRecords, draw, figure_png
         try:
             runrec = RunRecords(self.plan, self._records)
-            for name in ("block_map", "discard_ratio"):
+            for name in LIVE_FIGURES:
                 self.trainer.monitors.put_summary(image_summary("figures/" + name, figure_png(draw(name, runrec))))
         except Exception as e:  # a figure must never stop a training run
             logger.warn("could not draw the TensorBoard figures: %s" % e)

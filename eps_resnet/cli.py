@@ -57,6 +57,9 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     p.add_argument("--grappler", action="store_true",
                    help="run TensorFlow's graph rewrites (Grappler) on a CPU too, as on GPUs: steps 6-20%% faster at "
                         "batch 32, no faster at 128; start-up longer (ResNet-362: +35 s; README, Benchmarks)")
+    p.add_argument("--histogram-blocks", type=int, default=recipe.histogram_blocks, metavar="N",
+                   help="TensorBoard histograms of the kernels of N blocks evenly spaced along the depth, besides the "
+                        "stem and heads (default %(default)s; 0: none; all of ResNet-752's would be ~2.1 MB an epoch)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
@@ -111,7 +114,8 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
-    changes.update(trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler)
+    changes.update(trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
+                   histogram_blocks=args.histogram_blocks)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
                    max_epoch=(args.max_epoch if args.max_epoch is not None
@@ -169,8 +173,13 @@ def run_training(recipe: Recipe, dry_run: bool = False) -> int:
         print("rank %d finished; rank 0 wrote the run to %s" % (summary["rank"], summary["logdir"]))
         return 0
     lines = ["run finished: %s" % summary["logdir"]]
-    if "val_error" in summary:
-        lines.append("validation error %.4f (accuracy %.2f%%)" % (summary["val_error"], 100 * (1 - summary["val_error"])))
+    if "val_error_reduced" in summary:
+        lines.append("validation error %.2f%% of the reduced network (what an export keeps, with training's "
+                     "BatchNorm statistics); %.2f%% of the gated network as training runs it (gates decided per "
+                     "batch)" % (100 * summary["val_error_reduced"], 100 * summary["val_error"]))
+    elif "val_error" in summary:
+        lines.append("validation error %.2f%% (accuracy %.2f%%)" % (100 * summary["val_error"],
+                                                                   100 * (1 - summary["val_error"])))
     if "discarded" in summary:
         lines.append("discarded blocks: %d of %d%s" % (len(summary["discarded"]), summary["gated_blocks"],
                                                        (": " + ", ".join(summary["discarded"])) if summary["discarded"] else ""))

@@ -186,12 +186,14 @@ def add_tower_gate_statistics(gates: Sequence[tuple]):
     tfv1.add_to_collection(_PER_TOWER, tf.stop_gradient(vector))
 
 
-def average_gate_statistics(block_names: Sequence[str]):
-    """The moving average of the gate statistics, averaged over the graph's training towers (one per GPU).
+def average_gate_statistics(plan):
+    """The moving average of the gate statistics of `plan`'s gated blocks, averaged over the graph's training
+    towers (one per GPU).
 
     Call it once, after every tower is built: tensorpack's trainers build the towers before the callbacks'
-    graphs, so the GateAgreement callback calls it. Each block's averages and `discarded_cnt` /
-    `discarded_ratio` also go to the monitors (stats.json, TensorBoard). Returns the averaged vector.
+    graphs, so the GateAgreement callback calls it. Each block's averages (tags `is_discarded/<position>_<block>`
+    and `batch_response_max/...`, Plan.block_tags) and `discarded_cnt` / `discarded_ratio` also go to the monitors
+    (stats.json, TensorBoard). Returns the averaged vector.
     """
     graph = tfv1.get_default_graph()
     towers = graph.get_collection(_PER_TOWER)
@@ -199,8 +201,9 @@ def average_gate_statistics(block_names: Sequence[str]):
         raise ValueError("no gate statistics in this graph: build a gated model's training tower first")
     with graph.name_scope(None):
         per_step = towers[0] if len(towers) == 1 else tf.add_n(towers) / float(len(towers))
-        names = list(block_names)
-        tags = [n + "/is_discarded" for n in names] + [n + "/batch_response_max" for n in names]
+        names = plan.block_names_gated
+        flag_tags, max_tags = plan.block_tags("is_discarded"), plan.block_tags("batch_response_max")
+        tags = [flag_tags[n] for n in names] + [max_tags[n] for n in names]
         average = add_vector_moving_summary(tags, per_step)
         flags = average[:len(names)]
         discarded_cnt = tf.reduce_sum(flags)

@@ -26,12 +26,27 @@ from .tfgraph import shared_scalar_variable, shared_variable
 from tensorpack import ModelDesc
 from tensorpack.models import AvgPooling, FullyConnected, GlobalAvgPooling, MaxPooling, regularize_cost
 from tensorpack.tfutils.argscope import argscope
-from tensorpack.tfutils.summary import add_moving_summary, add_param_summary
-from tensorpack.tfutils.tower import get_current_tower_context
+from tensorpack.tfutils.summary import add_moving_summary
+from tensorpack.tfutils.tower import TowerFunc, get_current_tower_context
 
 DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+REDUCED_KEEP = "reduced_network_keep"
+
+
+def reduced_network_keep(gated_blocks: int):
+    """The graph's `reduced_network_keep` flags (see EpsResNet.reduced_tower_func): a local variable, so never in a
+    checkpoint; all True until set."""
+    graph = tfv1.get_default_graph()
+    found = graph.get_collection(REDUCED_KEEP)
+    if found:
+        return found[0]
+    with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
+        var = tfv1.get_variable(REDUCED_KEEP, shape=[gated_blocks], dtype=tf.bool, initializer=tfv1.ones_initializer(),
+                                trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES], use_resource=True)
+    graph.add_to_collection(REDUCED_KEEP, var)
+    return var
 
 
 def imagenet_normalisation(aug: str = "intended"):
@@ -58,6 +73,7 @@ class ModelSettings:
     momentum: float = 0.9
     nesterov: bool = False
     data_format: str = "NHWC"
+    histogram_blocks: int = 16              # blocks whose kernels get TensorBoard histograms, evenly spaced
     branching_gates: bool = False           # training towers sum gated blocks by Switch/Merge (CPU; gate.gated_sum)
     seed: Optional[int] = None              # graph-level TensorFlow seed (initialisers), for reproducible runs
 
@@ -66,6 +82,8 @@ class ModelSettings:
             raise UserError("epsilon must be >= 0 (or None for a plain ResNet), got %r" % (self.epsilon,))
         if self.data_format not in DATA_FORMATS:
             raise UserError("unsupported data format %r; choose NHWC (CPU) or NCHW (GPU)" % (self.data_format,))
+        if self.histogram_blocks < 0:
+            raise UserError("--histogram-blocks must be >= 0, got %r" % (self.histogram_blocks,))
         if self.side_weight < 0:
             raise UserError("side supervision weight must be >= 0, got %r" % (self.side_weight,))
         return self
@@ -118,7 +136,7 @@ class EpsResNet(ModelDesc):
         wd_cost = tf.multiply(regularize_cost(".*/W", tf.nn.l2_loss, name="l2_sum"), wd, name="wd_cost")
         total = tf.add_n([total, wd_cost], name="cost")
         add_moving_summary(cost, wd_cost, total, tf.identity(wd, name="weight_decay"))
-        add_param_summary((".*/W", ["histogram"]))  # as the released code; an rms scalar per kernel added 7 ops each
+        self._weight_histograms()
         return total
 
     def optimizer(self):
@@ -127,12 +145,29 @@ class EpsResNet(ModelDesc):
         return tfv1.train.MomentumOptimizer(lr, self.settings.momentum, use_nesterov=self.settings.nesterov)
 
     # ---- the network --------------------------------------------------------------------------
-    def forward(self, image):
+    def validation_tower_func(self) -> TowerFunc:
+        """The tower the validation runners build: the model's own graph and, for a gated model, beside it under
+        `reduced/` the network an export would keep as of the `reduced_network_keep` flags (a local variable, one
+        per gated block in plan order, set by GateAgreement each epoch): blocks flagged False pass their shortcut
+        and never compute their residual branch, the others add theirs ungated. Both read the same batch. The
+        reduced network's error is what the export scores with training's BatchNorm statistics."""
+        def build(image, label):
+            self.build_graph(image, label)
+            if self.gated:
+                keep = reduced_network_keep(len(self.plan.block_names_gated))
+                with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True), tf.name_scope("reduced"):
+                    logits, _, _ = self.forward(image, keep=tf.unstack(keep, num=keep.shape[0]))
+                    self._classification_losses(logits, label, "")
+        return TowerFunc(build, self.get_input_signature())
+
+    def forward(self, image, keep=None):
         """Main logits, side-head logits (None without side supervision), and per gated block its
-        (is_discarded, batch_response_max) tensors."""
+        (is_discarded, batch_response_max) tensors; with `keep` (per gated block a scalar bool tensor), the
+        network an export keeps: no gates, blocks flagged False reduced to their shortcut."""
         plan = self.plan
+        keep = iter(keep) if keep is not None else None
         epsilon = None
-        if self.gated:  # read once per tower: every gate uses this value (one copy to the tower's device)
+        if self.gated and keep is None:  # read once per tower: every gate uses this value (one copy to the device)
             epsilon = GateConstants.of(
                 tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value"),
                 branch=self.settings.branching_gates and get_current_tower_context().is_training)
@@ -146,7 +181,7 @@ class EpsResNet(ModelDesc):
                 x = self._conv("conv0", x, plan.stem_channels, 7, strides=2, then_bn_relu=True)
                 x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
             for block in plan.blocks:
-                x = self._block(x, block, epsilon, gates)
+                x = self._block(x, block, epsilon, gates, next(keep) if keep and block.residual else None)
                 if self.side and block.name == plan.side_block:
                     side_logits = self._head(x, "side")
             logits = self._head(x)
@@ -167,7 +202,7 @@ class EpsResNet(ModelDesc):
                 x = tf.transpose(x, [0, 3, 1, 2])
         return x
 
-    def _block(self, x, block, epsilon, gates):
+    def _block(self, x, block, epsilon, gates, keep=None):
         channel_axis = 1 if self.data_format == "channels_first" else 3
         with tfv1.variable_scope(block.name):
             # What feeds the shortcut and the residual branch (paper Fig. 4(a), pre-activation handling).
@@ -191,6 +226,9 @@ class EpsResNet(ModelDesc):
                 shortcut = shortcut_in
             if not block.residual:
                 return tf.identity(shortcut, name="output")
+            if keep is not None:  # raw Switch ops: the residual branch of a removed block is never computed
+                residual_in = tf.raw_ops.Switch(data=residual_in, pred=keep).output_true
+                shortcut_removed, shortcut = tf.raw_ops.Switch(data=shortcut, pred=keep)
 
             if block.kind == "basic":
                 r = self._conv("conv1", residual_in, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
@@ -199,13 +237,16 @@ class EpsResNet(ModelDesc):
                 r = self._conv("conv1", residual_in, block.mid_channels, 1, then_bn_relu=True)
                 r = self._conv("conv2", r, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
                 r = self._conv("conv3", r, block.out_channels, 1)
+            if keep is not None:
+                return tf.identity(tf.raw_ops.Merge(inputs=[shortcut_removed, tf.add(shortcut, r)]).output,
+                                   name="output")
             if epsilon is None:
                 return tf.add(shortcut, r, name="output")
             out = StrictIdentityGate(r, epsilon, shortcut=shortcut)
             graph, scope = tfv1.get_default_graph(), tfv1.get_default_graph().get_name_scope()
             gates.append((graph.get_tensor_by_name(scope + "/is_discarded:0"),
                           graph.get_tensor_by_name(scope + "/batch_response_max:0")))
-            self._response_mean_summary(r)
+            self._response_mean_summary(r, block.name)
             return tf.identity(out, name="output")
 
     def _conv(self, name, x, out_channels, kernel, strides=1, then_bn_relu=False):
@@ -240,10 +281,28 @@ class EpsResNet(ModelDesc):
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)
 
-    def _response_mean_summary(self, residual):
+    def _response_mean_summary(self, residual, block):
         # mean|F| is only computed when summaries are written (not every step): it is a full-tensor pass.
         if get_current_tower_context().is_main_training_tower:
-            tfv1.summary.scalar("response_mean", tf.reduce_mean(tf.abs(residual)))
+            mean = tf.reduce_mean(tf.abs(residual))
+            with tfv1.get_default_graph().name_scope(None):  # the tag is exactly the plan's (network order)
+                tfv1.summary.scalar(self.plan.block_tags("response_mean")[block], mean)
+
+    def _weight_histograms(self):
+        """Kernel histograms, as the released code wrote, but of the stem, the heads and `histogram_blocks` blocks
+        evenly spaced along the depth: one per kernel of the 752-layer network wrote about 2.1 MB an epoch."""
+        if not get_current_tower_context().is_main_training_tower:
+            return
+        variables = {v.op.name: v for v in tfv1.trainable_variables()}
+        tags = self.plan.block_tags("weights")
+        chosen = {"weights/" + name[:-2]: name for name in ("conv0/W", "linear/W", "side/linear/W")}
+        for block in self.plan.evenly_spaced_blocks(self.settings.histogram_blocks):
+            for kernel in block.residual_kernels:  # res1.7/conv1/W -> weights/007_res1.7/conv1
+                chosen[tags[block.name] + kernel[len(block.name):-2]] = kernel
+        with tfv1.get_default_graph().name_scope(None):
+            for tag, name in chosen.items():
+                if name in variables:
+                    tfv1.summary.histogram(tag, variables[name])
 
     def _weight_decay(self):
         s = self.settings

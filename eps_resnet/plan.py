@@ -10,7 +10,7 @@ of He et al. (ResNet-50 ≈ 4.1 G at 224×224).
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import UserError
 from .fileio import atomic_write_text
@@ -161,6 +161,25 @@ class Plan:
     @property
     def block_names_gated(self) -> List[str]:
         return [b.name for b in self.kept_blocks]
+
+    # the per-block scalars training writes (gate.average_gate_statistics, the model's mean|F|), each a tag folder
+    PER_BLOCK_SCALARS = ("is_discarded", "batch_response_max", "response_mean")
+
+    def block_tags(self, quantity: str) -> Dict[str, str]:
+        """{block: its TensorBoard and stats.json tag for `quantity`}, e.g. `is_discarded/007_res1.7`: one folder per
+        quantity (not one per block), and the zero-padded position sorts the blocks in network order at any depth
+        (as text, res1.10 would come before res1.2)."""
+        digits = len(str(len(self.blocks) - 1))
+        return {b.name: "%s/%0*d_%s" % (quantity, digits, i, b.name) for i, b in enumerate(self.blocks)}
+
+    def evenly_spaced_blocks(self, count: int) -> List[Block]:
+        """`count` of the blocks with a residual branch, evenly spaced from the first to the last (all if fewer)."""
+        kept = self.kept_blocks
+        if count >= len(kept):
+            return kept
+        if count <= 1:
+            return kept[:count]
+        return [kept[round(i * (len(kept) - 1) / (count - 1))] for i in range(count)]
 
     @property
     def discarded_blocks(self) -> List[Block]:

@@ -64,6 +64,7 @@ class Recipe:
     seed: Optional[int] = None
     xla: bool = False                     # XLA auto-clustering of the training session
     grappler: bool = False                # Grappler's graph rewrites on a CPU too (always on with GPUs)
+    histogram_blocks: int = 16            # blocks whose kernels TensorBoard gets histograms of, evenly spaced
 
     @property
     def plain(self):
@@ -124,6 +125,8 @@ class Recipe:
             raise UserError("--workers must be >= 0 (0: load data in the training process), got %r" % (self.workers,))
         if self.batch < 1:
             raise UserError("--batch must be >= 1, got %r" % (self.batch,))
+        if self.histogram_blocks < 0:
+            raise UserError("--histogram-blocks must be >= 0 (0: none), got %r" % (self.histogram_blocks,))
         if self.max_epoch < 1:
             raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
         for flag, value in (("--data", self.data_dir), ("--logdir", self.logdir), ("--load", self.load)):
@@ -172,7 +175,7 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "seed": "seed"}
 _OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
                 "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla",
-                "grappler": "--grappler"}
+                "grappler": "--grappler", "histogram_blocks": "--histogram-blocks"}
 
 
 def _show_epsilon(value):

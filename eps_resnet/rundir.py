@@ -288,7 +288,7 @@ def _number(value) -> bool:
 
 
 def record_problem(record) -> Optional[str]:
-    """What makes `record` not an epoch record of discards.jsonl (DiscardTracker writes them), or None."""
+    """What makes `record` not an epoch record of discards.jsonl (callbacks.EpochRecorder writes them), or None."""
     if not isinstance(record, dict):
         return "not an object"
     if not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool) or record["epoch"] < 1:
@@ -300,7 +300,9 @@ def record_problem(record) -> Optional[str]:
     if not isinstance(blocks, dict):
         return "blocks is %s, not a map of block names" % type(blocks).__name__
     for name, block in blocks.items():
-        if not isinstance(block, dict) or not all(_number(block.get(k)) for k in ("is_discarded", "response_max")):
+        if not isinstance(block, dict):
+            return "block %s is not a block record" % name
+        if record.get("gated", True) and not all(_number(block.get(k)) for k in ("is_discarded", "response_max")):
             return "block %s is not a gate record" % name
         kernels = block.get("kernels")
         if not isinstance(kernels, dict) or not all(_number(kernels.get(k)) for k in ("norm", "abs_max")) or not (

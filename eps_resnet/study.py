@@ -10,7 +10,9 @@ per run), DIR/study.md (the table) and PNG figures:
 
 "Before" is the trained network's plan; "after" removes the blocks whose moving average of is_discarded had
 reached the discard threshold in the run's last discard record (what prune_export would remove with
---criterion ema). val_error is the run's last validation error. Runs of the same data set, depth and ε (other
+--criterion ema). val_error is the run's last validation error of that reduced network (`val_error_reduced`, which
+training measures every epoch; runs written before it existed, and plain runs, give their `val_error`, and
+`val_error_of` says which); an ε-ResNet's `val_error_gated` is the gated model's, gates decided per batch. Runs of the same data set, depth and ε (other
 seeds) are averaged in the figures and listed one by one in the table.
 """
 import argparse
@@ -51,13 +53,23 @@ def summarize_run(logdir: str) -> dict:
     max_epoch = recipe.get("max_epoch")
     return {"logdir": os.path.abspath(logdir), "dataset": recipe["dataset"], "depth": plan.full_depth,
             "epsilon": recipe.get("epsilon"), "epochs": epoch, "finished": max_epoch is None or epoch >= max_epoch,
-            "val_error": float(validated[-1]["val_error"]),
+            **_errors(validated[-1], gated),
             "layers_before": plan.full_depth, "layers_after": reduced.depth,
             "params_before": plan.num_params, "params_after": reduced.num_params,
             "gated_blocks": len(plan.blocks) if gated else 0, "discarded": discarded,
             "discarded_ratio_per_group": {str(g): (sum(b.name in discarded for b in plan.blocks_in_group(g))
                                                    / len(plan.blocks_in_group(g))) for g in plan.groups},
             "discarded_ratio": len(discarded) / len(plan.blocks) if gated and plan.blocks else 0.0}
+
+
+def _errors(stats: dict, gated: bool) -> dict:
+    """The error a row leads with: the reduced network's where training measured it."""
+    reduced = stats.get("val_error_reduced")
+    errors = {"val_error": float(stats["val_error"] if reduced is None else reduced),
+              "val_error_of": "network" if not gated else "gated model" if reduced is None else "reduced network"}
+    if gated:
+        errors["val_error_gated"] = float(stats["val_error"])
+    return errors
 
 
 def study_table(rows: List[dict]) -> str:
@@ -246,6 +258,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml)."""
     from .guard import main_guard
     main_guard(main, interrupted="interrupted; nothing was written")
+
+
+if __name__ == "__main__":
+    run()

@@ -8,12 +8,11 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 from typing import Optional, Sequence, Tuple
 
 from . import UserError
-from .callbacks import (DiscardTracker, EpochCheckpoint, GateAgreement, InputWatchdog, LearningRateSetter,
+from .callbacks import (EpochCheckpoint, EpochRecorder, GateAgreement, InputWatchdog, LearningRateSetter,
                         NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
 from .distributed import Ranks, cores_per_process
 from .data import build_dataflow, dataset_info, load_arrays, per_pixel_mean
@@ -43,7 +42,8 @@ def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettin
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
                          nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
-                         branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed)
+                         branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed,
+                         histogram_blocks=recipe.histogram_blocks)
 
 
 # ---- log directory -----------------------------------------------------------------------------------
@@ -332,35 +332,42 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
     recipe, plan, model = setup.recipe, setup.plan, setup.model
     is_chief = ranks is None or ranks.is_chief
     callbacks = []
+    gates = None if recipe.plain else GateAgreement(plan, ranks)
+    if gates:  # first: it decides which blocks the reduced network of validation removes
+        callbacks.append(gates)
     if is_chief and setup.val_df is not None:
         infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
         if model.side:
             infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
         if recipe.style == "imagenet":
             infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
+        if model.gated:  # the network an export would keep, on the same batches (EpsResNet.validation_tower_func)
+            infs.append(ClassificationError("reduced/incorrect_vector", "val_error_reduced"))
+            if recipe.style == "imagenet":
+                infs.append(ClassificationError("reduced/incorrect_top5", "val_error_top5_reduced"))
+        tower_func = model.validation_tower_func()
         if setup.towers > 1:  # one inference tower per GPU (a short last pass may repeat a few images)
-            callbacks.append(DataParallelInferenceRunner(setup.val_df, infs, list(range(setup.towers))))
+            callbacks.append(DataParallelInferenceRunner(setup.val_df, infs, list(range(setup.towers)),
+                                                         tower_func=tower_func))
         else:
-            callbacks.append(TolerantInferenceRunner(setup.val_df, infs))
-    gates = None if recipe.plain else GateAgreement(plan, ranks)
+            callbacks.append(TolerantInferenceRunner(setup.val_df, infs, tower_func=tower_func))
     policy = LearningRatePolicy.from_records(
         run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
         k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
     lr_setter = LearningRateSetter(policy, gates)
     if gates:
-        callbacks.append(gates)
         if recipe.epsilon_start_epoch > 0:
             callbacks.append(ScheduledHyperParamSetter(
                 "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
     callbacks.append(lr_setter)
     if ranks:
         callbacks.append(RankEpochLog(ranks, gates, lr_setter))
-    if gates and is_chief:
-        callbacks.append(DiscardTracker(plan, run.logdir, gates, lr_setter))
+    if is_chief:
+        callbacks.append(EpochRecorder(plan, run.logdir, gates, lr_setter))
     callbacks += [NaNGuard(), InputWatchdog(), EstimatedTimeLeft()] + list(extra_callbacks)
     # monitors run after every callback; the console leaves out per-block scalars (1,125 lines an epoch at n=125),
     # which stay in TensorBoard, stats.json and discards.jsonl
-    per_block = r"^(%s)/" % "|".join(re.escape(name) for name in plan.block_names)
+    per_block = r"^(%s)/" % "|".join(Plan.PER_BLOCK_SCALARS)
     monitors = [TFEventWriter(), StrictJSONWriter(), ScalarPrinter(blacklist=[per_block])]
     if is_chief:
         monitors.append(EpochCheckpoint(run.logdir, recipe.max_to_keep))
@@ -465,11 +472,11 @@ def summarize_run(logdir: str) -> dict:
     stats = read_stats(logdir)
     if stats:
         summary["epoch"] = stats[-1].get("epoch_num")
-        for key in ("val_error", "val_side_error", "val_error_top5"):
+        for key in ("val_error_reduced", "val_error_top5_reduced", "val_error", "val_side_error", "val_error_top5"):
             if key in stats[-1]:
                 summary[key] = stats[-1][key]
     records = read_records(logdir)
-    if records:
+    if records and records[-1].get("gated", True):
         last = records[-1]
         summary["discarded"] = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD)
         summary["gated_blocks"] = len(last["blocks"])

@@ -9,6 +9,8 @@ import pytest
 
 from eps_resnet.figures import RunRecords
 from eps_resnet.report import claim_checks, comparison_line
+from eps_resnet.rundir import read_records
+from eps_resnet.training import summarize_run
 
 pytestmark = pytest.mark.slow  # two training runs and an export through demo.py (make test-fast skips it)
 
@@ -44,3 +46,18 @@ def test_demo_shows_discards_collapse_and_the_comparison(demo):
         assert ("[x] " if holds else "[ ] NOT MET: ") + text in out
     for name in ("block_map", "discard_ratio", "group_proportions", "weight_collapse", "error_curves"):
         assert os.path.getsize(os.path.join(demo["export"], "figures", name + ".png")) > 5000
+
+
+def test_every_epoch_scores_the_network_the_export_keeps(demo):
+    """The dashboards' lead number is the reduced network's error; at the last epoch it is the export's error with
+    training's BatchNorm statistics (the same network, weights and held-out images) whenever the gates' averages
+    and the export's calibration remove the same blocks."""
+    report = json.load(open(os.path.join(demo["export"], "report.json")))
+    eps, plain = summarize_run(demo["eps"]), summarize_run(demo["plain"])
+    same_network = eps["discarded"] == sorted(report["discarded"])
+    reduced, exported = eps["val_error_reduced"], report["recomputed_bn"]["val_error_trained_statistics"]
+    assert abs(reduced - exported) < (1e-6 if same_network else 0.01), (eps, report["discarded"])
+    assert "discarded" not in plain and "val_error_reduced" not in plain and plain["val_error"] <= 0.02
+    records = read_records(demo["plain"])
+    assert len(records) == 30 and not any(r["gated"] for r in records)
+    assert all("kernels" in b and "is_discarded" not in b for b in records[-1]["blocks"].values())

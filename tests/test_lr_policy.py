@@ -86,7 +86,7 @@ def test_state_rebuilt_from_records_continues_identically():
     counts = [0.0] * 20 + [1.0] * 10 + [2.5] * 30
     straight = cifar_policy()
     full, _ = lr_during_epochs(straight, counts)
-    # records of the first 25 epochs, as DiscardTracker writes them (with a duplicated, newer epoch 25)
+    # records of the first 25 epochs, as EpochRecorder writes them (with a duplicated, newer epoch 25)
     first = cifar_policy()
     records = []
     for epoch, cnt in enumerate(counts[:25], start=1):

@@ -108,7 +108,7 @@ def test_a_few_sgd_steps_train_and_summaries_exist():
         model = EpsResNet(plan, ModelSettings(epsilon=0.5))
         image, label, cost = build(model)
         train_op = model.optimizer().minimize(cost, global_step=tfv1.train.get_or_create_global_step())
-        average_gate_statistics(plan.block_names_gated)  # what the GateAgreement callback adds in training
+        average_gate_statistics(plan)  # what the GateAgreement callback adds in training
         tags = set()
         for s in tfv1.get_collection(tfv1.GraphKeys.SUMMARIES):
             tags.add(get_op_tensor_name(s.op.name)[0])
@@ -123,9 +123,10 @@ def test_a_few_sgd_steps_train_and_summaries_exist():
     np.testing.assert_allclose(wd_cost, wd * sum((k.astype(np.float64) ** 2).sum() / 2 for k in kernels), rtol=1e-5)
     assert all(np.isfinite(costs)) and costs[-1] < costs[0]
     text = " ".join(sorted(tags))
-    for needed in ("discarded_cnt", "discarded_ratio", "res2.0/is_discarded", "res3.0/batch_response_max",
-                   "res1.0/response_mean", "cross_entropy_loss", "side_train_error", "train_error",
-                   "learning_rate", "epsilon", "conv1/W-histogram", "wd_cost"):
+    for needed in ("discarded_cnt", "discarded_ratio", "is_discarded/1_res2.0", "batch_response_max/2_res3.0",
+                   "response_mean/0_res1.0", "cross_entropy_loss", "side_train_error", "train_error",
+                   "learning_rate", "epsilon", "weights/0_res1.0/conv1", "weights/2_res3.0/conv2", "weights/conv0",
+                   "weights/linear", "weights/side/linear", "wd_cost"):
         assert needed in text, needed
     assert len(summary) > 100
     for name in ("epsilon:0", "learning_rate:0", "logits:0", "incorrect_vector:0", "side_incorrect_vector:0",
@@ -212,7 +213,7 @@ def test_gate_statistics_are_averaged_over_towers_fed_different_data():
             name = "tower%d" % k
             with tf.device("/cpu:0"), TrainTowerContext(name, vs_name=name if k else "", index=k, total=2):
                 model.build_graph(tf.constant(images), tf.constant(labels))
-        averaged = average_gate_statistics(plan.block_names_gated)
+        averaged = average_gate_statistics(plan)
         update = tfv1.get_collection("MOVING_SUMMARY_OPS")
         per_tower = [[g.get_tensor_by_name("tower%d/%s/is_discarded:0" % (k, n)) for n in plan.block_names_gated]
                      for k in range(2)]
@@ -224,3 +225,44 @@ def test_gate_statistics_are_averaged_over_towers_fed_different_data():
     stats = unpack_gate_statistics(plan.block_names_gated, values)
     assert [flag for flag, _ in stats.values()] == pytest.approx([0.5] * 3)
     assert all(rmax > 0 for _, rmax in stats.values())  # half of the random tower's max|F|
+
+
+def test_validation_tower_scores_the_reduced_network_an_export_builds_and_skips_removed_branches():
+    """The validation tower's `reduced/` network (EpsResNet.validation_tower_func), given keep flags, computes the
+    logits of the plain network of plan.without(removed) bit for bit, and never runs a removed residual branch."""
+    from eps_resnet.inference import build_inference_graph
+    from eps_resnet.model import reduced_network_keep
+    from tensorpack.tfutils.tower import PredictTowerContext
+    plan = cifar_plan(2)
+    removed = ["res1.1", "res2.0"]  # the second block removes a down-sampling block: its shortcut stays
+    im, labels = random_batch(plan, n=16)
+    with tf.Graph().as_default():
+        model = EpsResNet(plan, ModelSettings(epsilon=1e9))  # every gate of the gated network shut
+        image = tfv1.placeholder(tf.uint8, [None, 32, 32, 3], name="image")
+        label = tfv1.placeholder(tf.int32, [None], name="label")
+        with PredictTowerContext("InferenceTower"):
+            model.validation_tower_func()(image, label)
+        keep = reduced_network_keep(len(plan.block_names_gated))
+        with tfv1.Session() as sess:
+            sess.run([tfv1.global_variables_initializer(), tfv1.local_variables_initializer()])
+            values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+            keep.load([n not in removed for n in plan.block_names_gated], sess)
+            meta = tfv1.RunMetadata()
+            reduced, wrong = sess.run(["InferenceTower/reduced/logits:0", "InferenceTower/reduced/incorrect_vector:0"],
+                                      {image: im, label: labels}, run_metadata=meta,
+                                      options=tfv1.RunOptions(trace_level=tfv1.RunOptions.FULL_TRACE))
+            gated = sess.run("InferenceTower/logits:0", {image: im})
+    ran = {node.node_name for dev in meta.step_stats.dev_stats for node in dev.node_stats}
+    assert any(n.startswith("InferenceTower/reduced/res1.0/conv2/") for n in ran)
+    computed = [n for n in ran if "ReadVariableOp" not in n]  # variable reads have no input to be dead on
+    assert not [n for n in computed if n.startswith(("InferenceTower/reduced/res1.1/conv",
+                                                     "InferenceTower/reduced/res2.0/conv"))]
+    net = build_inference_graph(plan.without(removed))
+    with net.graph.as_default(), tfv1.Session() as sess:
+        sess.run(tfv1.global_variables_initializer())
+        for v in tfv1.global_variables():
+            v.load(values[v.op.name], sess)
+        exported = sess.run(net.logits, {net.image: im})
+    np.testing.assert_array_equal(reduced, exported)
+    np.testing.assert_array_equal(wrong, (exported.argmax(1) != labels).astype(np.float32))
+    assert not np.array_equal(gated, reduced)  # the gated tower beside it shut every gate

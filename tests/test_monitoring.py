@@ -46,7 +46,9 @@ def test_tensorboard_serves_the_scalars_images_and_histograms_of_a_run(tiny_run)
         run = "run"
         blocks = ["res1.0", "res2.0", "res3.0"]
         needed = {"val_error", "train_error", "learning_rate", "epsilon", "discarded_cnt", "cross_entropy_loss"}
-        needed |= {b + "/is_discarded" for b in blocks} | {b + "/batch_response_max" for b in blocks}
+        needed |= {"val_error_reduced", "lr_reset"}
+        needed |= {"%s/%d_%s" % (q, i, b) for q in ("is_discarded", "batch_response_max", "response_mean")
+                   for i, b in enumerate(blocks)}
         assert needed <= set(scalars), sorted(needed - set(scalars))
         curve = json.loads(get(port, "/data/plugin/scalars/scalars", run=run, tag="val_error"))
         assert [step for _, step, _ in curve] == [3, 6]  # one point per epoch, at the epoch's last step
@@ -60,10 +62,9 @@ def test_tensorboard_serves_the_scalars_images_and_histograms_of_a_run(tiny_run)
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
         histograms = json.loads(get(port, "/data/plugin/histograms/tags"))[run]
-        kernels = {"param-summary/%s/conv%d/W-histogram" % (b, k) for b in blocks for k in (1, 2)}
+        kernels = {"weights/%d_%s/conv%d" % (i, b, k) for i, b in enumerate(blocks) for k in (1, 2)}
         assert kernels <= set(histograms), sorted(kernels - set(histograms))
-        buckets = json.loads(get(port, "/data/plugin/histograms/histograms", run=run,
-                                 tag="param-summary/res1.0/conv1/W-histogram"))
+        buckets = json.loads(get(port, "/data/plugin/histograms/histograms", run=run, tag="weights/0_res1.0/conv1"))
         assert buckets and buckets[-1][2]  # [wall time, step, buckets] with buckets
     finally:
         os.killpg(server.pid, signal.SIGTERM)

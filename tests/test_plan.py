@@ -92,3 +92,24 @@ def test_bad_input_names_accepted_values(call):
     with pytest.raises(UserError) as err:
         call()
     assert str(err.value)
+
+
+@pytest.mark.parametrize("n", [5, 18, 125])
+def test_block_tags_sort_as_text_in_network_order(n):
+    plan = cifar_plan(n)
+    tags = plan.block_tags("is_discarded")
+    in_network_order = [tags[name] for name in plan.block_names]
+    assert sorted(in_network_order) == in_network_order
+    assert len(set(t.split("/")[0] for t in in_network_order)) == 1   # one folder for all blocks
+
+
+def test_histogram_blocks_are_evenly_spaced_from_first_to_last():
+    plan = cifar_plan(125)
+    chosen = plan.evenly_spaced_blocks(16)
+    kept = plan.kept_blocks
+    assert len(chosen) == 16 and chosen[0] == kept[0] and chosen[-1] == kept[-1]
+    positions = [kept.index(b) for b in chosen]
+    gaps = [b - a for a, b in zip(positions, positions[1:])]
+    assert max(gaps) - min(gaps) <= 1
+    assert plan.evenly_spaced_blocks(0) == []
+    assert plan.evenly_spaced_blocks(1000) == kept

@@ -62,7 +62,8 @@ def test_demo_run_files_are_present_and_consistent(demo_run):
     with open(os.path.join(logdir, "stats.json")) as f:
         stats = json.load(f)
     assert [s["epoch_num"] for s in stats] == list(range(1, 31))
-    for key in ("val_error", "val_side_error", "discarded_cnt", "res2.1/is_discarded", "learning_rate"):
+    for key in ("val_error", "val_error_reduced", "val_side_error", "discarded_cnt", "is_discarded/06_res2.1",
+                "learning_rate"):
         assert key in stats[-1], key
     # the block map and the discard ratio reach TensorBoard as images at every epoch
     events = b"".join(open(p, "rb").read() for p in glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
@@ -91,9 +92,10 @@ def test_two_towers_share_one_epsilon(tmp_path):
     assert "Training a model of 2 towers" in log
     assert "'InferenceTower0'" in log and "'InferenceTower1'" in log  # validation runs on every tower
     # the console leaves the per-block scalars out; stats.json keeps them
-    assert "discarded_cnt: " in log and "res1.0/is_discarded: " not in log and "res2.0/batch_response_max: " not in log
+    assert "discarded_cnt: " in log and "is_discarded/0_res1.0: " not in log
+    assert "batch_response_max/1_res2.0: " not in log and "response_mean/" not in log
     with open(os.path.join(logdir, "stats.json")) as f:
-        assert "res1.0/is_discarded" in json.load(f)[-1]
+        assert "is_discarded/0_res1.0" in json.load(f)[-1]
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("TOWERS ", "SEEN ")))
     assert len(json.loads(out["TOWERS"])) == 2
     seen = json.loads(out["SEEN"])
