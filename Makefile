@@ -9,11 +9,14 @@ HOROVOD_STAMP := $(VENV)/.horovod-installed$(if $(HOROVOD_GPU),-gpu-$(HOROVOD_GP
 
 .PHONY: test test-fast demo study bench horovod clean-venv
 
-$(STAMP): requirements.txt
+# The project itself goes in editable (pyproject.toml): `python -m eps_resnet.figures` and the eps-* commands then
+# work from any directory.
+$(STAMP): requirements.txt pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # Horovod is built from source (3-6 minutes the first time, seconds from the wheel cached in ~/.cache/eps-resnet).

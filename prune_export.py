@@ -73,5 +73,10 @@ def main():
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml)."""
     guard.main_guard(main, interrupted="interrupted; nothing was exported")
+
+
+if __name__ == "__main__":
+    run()

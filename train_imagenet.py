@@ -31,5 +31,10 @@ def main():
     return cli.run_training(recipe, dry_run=args.dry_run)
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml)."""
     guard.main_guard(main)
+
+
+if __name__ == "__main__":
+    run()

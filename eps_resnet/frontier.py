@@ -271,6 +271,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (pyproject.toml)."""
     from .guard import main_guard
     main_guard(main, interrupted="interrupted; nothing was written")
+
+
+if __name__ == "__main__":
+    run()
