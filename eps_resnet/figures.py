@@ -9,8 +9,7 @@ import numpy as np
 
 from . import UserError
 from .outputs import Staging, check_out
-from .plan import Plan
-from .rundir import DISCARDED_THRESHOLD, PLAN_FILE, read_records, read_stats
+from .rundir import PLAN_FILE, Run, discarded_in_record
 
 # ---- figures, from the files of a log directory ------------------------------------------------------------------
 # name -> what it reproduces (the titles and the command's help say it)
@@ -45,9 +44,8 @@ class RunRecords:
 
     @classmethod
     def load(cls, logdir, baseline: Optional[str] = None):
-        plan = Plan.load(os.path.join(logdir, PLAN_FILE))
-        runrec = cls(plan, read_records(logdir, warn=lambda m: None, strict=False), read_stats(logdir),
-                     cls.load(baseline) if baseline else None)
+        run = Run.open(logdir)
+        runrec = cls(run.plan, run.records(strict=False), run.stats(), cls.load(baseline) if baseline else None)
         if not runrec.records and not runrec.stats:
             raise UserError("%s has no per-epoch records (discards.jsonl, stats.json); train at least one epoch"
                             % logdir)
@@ -59,7 +57,7 @@ class RunRecords:
         return bool(self.records) and all(r.get("gated", True) for r in self.records)
 
     def discarded_at(self, record):
-        return {n for n, b in record["blocks"].items() if b.get("is_discarded", 0.0) >= DISCARDED_THRESHOLD}
+        return set(discarded_in_record(record))
 
     def collapse(self) -> List[dict]:
         """Per block discarded at the last record: the epoch its gate closed for good (the first of the epochs it
@@ -380,11 +378,12 @@ def check_baseline(baseline: str, logdir: str) -> str:
     """`baseline` if it is a plain run of the network of `logdir`, else a UserError saying what to pass."""
     if not os.path.isfile(os.path.join(baseline, PLAN_FILE)):
         raise UserError("--baseline %s is not a training run (no %s); pass the --logdir of a plain run" % (baseline, PLAN_FILE))
-    mine, theirs = (Plan.load(os.path.join(d, PLAN_FILE)) for d in (logdir, baseline))
+    base = Run.open(baseline)
+    mine, theirs = Run.open(logdir).plan, base.plan
     if mine.block_names != theirs.block_names or mine.image_size != theirs.image_size:
         raise UserError("--baseline %s trained another network (%s) than %s (%s); pass a plain run of the same "
                         "network" % (baseline, theirs.title, logdir, mine.title))
-    if any(r.get("gated", True) for r in read_records(baseline, warn=lambda m: None, strict=False)):
+    if any(r.get("gated", True) for r in base.records(strict=False)):
         raise UserError("--baseline %s is an ε-ResNet run; pass a plain run (trained with --plain)" % baseline)
     return baseline
 

@@ -27,7 +27,11 @@ EXPORT_MARKER = ".eps-resnet-export"  # written into every export directory, so 
 ABANDONED_PREFIX = "abandoned-"    # files of a start that stopped before its first checkpoint
 LOADING_DIR = ".loading"           # a new run's copy of the --load checkpoint, removed when training ends
 
-DISCARDED_THRESHOLD = 0.99  # moving average of is_discarded at which a block counts as discarded
+# The moving average of is_discarded at which a block counts as discarded, by rule.
+DISCARD_RULES = {
+    "average": 0.99,  # ours: training's count and log, the reduced network validated each epoch, figures, study
+    "released": 1.0,  # the released compressor's: the printed average is exactly 1 (prune_export --criterion ema)
+}
 
 _CHECKPOINT_INDEX = re.compile(r"^model-(\d+)\.index$")
 log = logging.getLogger(__name__)
@@ -311,6 +315,20 @@ def record_problem(record) -> Optional[str]:
     return None
 
 
+def counts_as_discarded(average: Optional[float], rule: str = "average") -> bool:
+    """Whether a block whose moving average of is_discarded is `average` counts as discarded under `rule`."""
+    return average is not None and average >= DISCARD_RULES[rule]
+
+
+def discarded_in_record(record: Optional[dict], rule: str = "average", names=None) -> List[str]:
+    """The blocks (among `names`, if given) that `record` counts as discarded under `rule`, sorted; none for a
+    plain run's record."""
+    if not record or not record.get("gated", True):
+        return []
+    return sorted(n for n, b in record["blocks"].items()
+                  if (names is None or n in names) and counts_as_discarded(b.get("is_discarded"), rule))
+
+
 def last_record_per_epoch(records) -> list:
     """One record per epoch (the last written wins), in epoch order."""
     by_epoch = {r["epoch"]: r for r in records}
@@ -381,3 +399,67 @@ def set_aside_unfinished_start(logdir) -> str:
             continue
         os.replace(os.path.join(logdir, name), os.path.join(aside, name))
     return aside
+
+
+# ---- the one reader of a run ----------------------------------------------------------------------------------
+class Run:
+    """A training run's log directory as its readers see it (export, study, figures, training's summary): the plan,
+    the settings, the per-epoch records and scalars, the checkpoints and the epoch each ends, and which blocks a
+    record counts as discarded."""
+
+    def __init__(self, logdir: str, plan):
+        self.logdir, self.plan = logdir, plan
+        self._settings = None
+
+    @classmethod
+    def open(cls, logdir: str) -> "Run":
+        from .plan import Plan
+        if not os.path.isdir(logdir):
+            raise UserError("log directory %s does not exist; pass the --logdir of a training run" % logdir)
+        path = os.path.join(logdir, PLAN_FILE)
+        if not os.path.isfile(path):
+            raise UserError("%s holds no training run (no %s); pass the log directory of one" % (logdir, PLAN_FILE))
+        return cls(logdir, Plan.load(path))
+
+    @property
+    def settings(self) -> dict:
+        """run.json, read when first asked for (drawing figures needs only the plan and the records)."""
+        if self._settings is None:
+            self._settings = read_settings(self.logdir)
+        return self._settings
+
+    @property
+    def recipe(self) -> dict:
+        return self.settings["recipe"]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return int(self.settings["steps_per_epoch"])
+
+    @property
+    def gated(self) -> bool:
+        return self.recipe.get("epsilon") is not None
+
+    def records(self, strict: bool = True) -> list:
+        """discards.jsonl (read_records); `strict=False` for readers that only draw or summarise."""
+        return read_records(self.logdir, warn=_warn if strict else (lambda m: None), strict=strict)
+
+    def stats(self) -> list:
+        return read_stats(self.logdir)
+
+    def checkpoint(self, which=None) -> Optional[str]:
+        """The newest intact checkpoint, or the one `which` names (a step number or a path); None if absent."""
+        if which is None:
+            return resolve_checkpoint(self.logdir)
+        if str(which).isdigit():
+            return resolve_checkpoint(os.path.join(self.logdir, "model-%s" % which))
+        return resolve_checkpoint(which)
+
+    def epoch_of(self, checkpoint: str) -> int:
+        """The epoch `checkpoint` ends."""
+        import tensorflow as tf
+        return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step")) // self.steps_per_epoch
+
+    def discarded(self, record: Optional[dict], rule: str = "average") -> List[str]:
+        """The plan's blocks `record` counts as discarded under `rule` (rundir.DISCARD_RULES)."""
+        return discarded_in_record(record, rule, names=set(self.plan.block_names))

@@ -9,10 +9,11 @@ per run), DIR/study.md (the table) and PNG figures:
     fig8_epsilon.png   discard ratio and validation error against ε (plain runs as dashed lines)
 
 "Before" is the trained network's plan; "after" removes the blocks whose moving average of is_discarded had
-reached the discard threshold in the run's last discard record (what prune_export would remove with
---criterion ema). val_error is the run's last validation error of that reduced network (`val_error_reduced`, which
-training measures every epoch; runs written before it existed, and plain runs, give their `val_error`, and
-`val_error_of` says which); an ε-ResNet's `val_error_gated` is the gated model's, gates decided per batch. Runs of the same data set, depth and ε (other
+reached 0.99 in the run's last discard record (rundir.DISCARD_RULES "average": the network training validates
+every epoch; prune_export decides by calibration, or with --criterion ema by the released rule, exactly 1).
+val_error is the run's last validation error of that reduced network (`val_error_reduced`; runs written before
+it existed, and plain runs, give their `val_error`, and `val_error_of` says which); an ε-ResNet's
+`val_error_gated` is the gated model's, gates decided per batch. Runs of the same data set, depth and ε (other
 seeds) are averaged in the figures and listed one by one in the table.
 """
 import argparse
@@ -25,9 +26,7 @@ from . import UserError
 from .fileio import atomic_write_text
 from .figures import pyplot, save_figure
 from .outputs import Staging, check_out
-from .plan import Plan
-from .rundir import (DISCARDED_THRESHOLD, PLAN_FILE, last_record_per_epoch, read_records, read_settings,
-                     read_stats)
+from .rundir import DISCARD_RULES, Run, last_record_per_epoch
 
 FIGURES = ("fig6_depth", "fig7_memory", "fig8_epsilon")
 BYTES_PER_PARAMETER = 4  # float32
@@ -35,19 +34,14 @@ BYTES_PER_PARAMETER = 4  # float32
 
 def summarize_run(logdir: str) -> dict:
     """One study row for the run in `logdir` (a UserError names what is missing)."""
-    if not os.path.isfile(os.path.join(logdir, PLAN_FILE)):
-        raise UserError("%s holds no training run (no %s); pass log directories of finished runs" % (logdir, PLAN_FILE))
-    plan = Plan.load(os.path.join(logdir, PLAN_FILE))
-    settings = read_settings(logdir)
-    recipe = settings["recipe"]
-    validated = [s for s in read_stats(logdir) if s.get("val_error") is not None]
+    run = Run.open(logdir)
+    plan, recipe = run.plan, run.recipe
+    validated = [s for s in run.stats() if s.get("val_error") is not None]
     if not validated:
         raise UserError("%s has no validation result in stats.json; let the run finish at least one epoch" % logdir)
     gated = recipe.get("epsilon") is not None
-    records = last_record_per_epoch(read_records(logdir, warn=lambda m: None, strict=False)) if gated else []
-    last = records[-1] if records else None
-    discarded = sorted(n for n, b in (last or {}).get("blocks", {}).items()
-                       if n in plan.block_names and b.get("is_discarded", 0.0) >= DISCARDED_THRESHOLD)
+    records = last_record_per_epoch(run.records(strict=False)) if gated else []
+    discarded = run.discarded(records[-1] if records else None)
     reduced = plan.without(discarded)
     epoch = int(validated[-1].get("epoch_num", len(validated)))
     max_epoch = recipe.get("max_epoch")
@@ -110,7 +104,8 @@ def study_markdown(rows: List[dict], figures: List[str]) -> str:
     if comparisons:
         lines += ["ε-ResNet against the plain ResNet of the same depth (means over runs):", ""] + comparisons + [""]
     lines += ["\"after\": without the blocks whose moving average of is_discarded reached %g in the run's last discard "
-              "record; validation error: the run's last validation." % DISCARDED_THRESHOLD, ""]
+              "record; validation error: the run's last validation of that reduced network (of the gated model for runs "
+              "older than that measure, column val_error_of of study.json)." % DISCARD_RULES["average"], ""]
     lines += ["![%s](%s)" % (f, f) for f in figures]
     return "\n".join(lines) + "\n"
 
