@@ -9,6 +9,7 @@ Examples:
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli, guard
+from eps_resnet.data import IMAGENET_AUGS
 from eps_resnet.plan import IMAGENET_DEPTHS
 from eps_resnet.recipes import IMAGENET
 
@@ -20,7 +21,7 @@ def main():
     parser = cli.base_parser(__doc__, IMAGENET, network)
     parser.add_argument("--fake", action="store_true", help="synthetic input data, to benchmark the graph")
     parser.add_argument("--image-size", type=int, default=224, help="input size (smaller for quick experiments)")
-    parser.add_argument("--aug", choices=["intended", "released"], default=IMAGENET.imagenet_aug,
+    parser.add_argument("--aug", choices=IMAGENET_AUGS, default=IMAGENET.imagenet_aug,
                         help="augmentation and input normalisation: intended (RGB, PCA lighting on [0, 255], "
                              "cubic resizes), or released (the released code's chain with its quirks; "
                              "docs/FIDELITY.md)")

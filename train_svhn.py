@@ -8,12 +8,13 @@ Examples:
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli, guard
+from eps_resnet.data import SVHN_JITTERS
 from eps_resnet.recipes import SVHN
 
 
 def main():
     parser = cli.base_parser(__doc__, SVHN, cli.cifar_network_flags(SVHN))
-    parser.add_argument("--jitter", choices=["paper", "released", "none"], default=SVHN.svhn_jitter,
+    parser.add_argument("--jitter", choices=SVHN_JITTERS, default=SVHN.svhn_jitter,
                         help="augmentation: paper (40x40 paste, the paper's colour jitter, 32x32 crop), released "
                              "(the released code's chain, with its Gaussian deformation), none (pad and crop only)")
     cli.add_mean_from_flag(parser, SVHN)

@@ -37,13 +37,10 @@ from tabulate import tabulate
 
 from . import UserError
 from .fileio import atomic_write_text
+from .data import dataset_info
 from .figures import pyplot, save_figure
 from .prune import calibrate, calibration_images, check_calib_batches, check_recompute_bn, load_run, network_logits, reestimate_bn
 from .outputs import Staging, check_out
-
-SCRIPTS = {"cifar10": "train_cifar.py", "cifar100": "train_cifar.py --cifar100", "digits": "train_cifar.py --demo",
-           "svhn": "train_svhn.py", "imagenet": "train_imagenet.py"}
-
 
 def epsilon_above(value: float, below: Optional[float] = None) -> float:
     """A short number just above `value` (rounded up to 2, 3, ... significant digits) and below `below`: the ε at
@@ -145,9 +142,9 @@ def suggest(rows: List[dict], max_error_increase: float, run, recompute_bn: int 
 def retrain_command(run, epsilon: float) -> str:
     """The command line that retrains the run's network at `epsilon`, starting from its weights."""
     r = run.recipe
-    script = SCRIPTS.get(r["dataset"], "train_cifar.py")
-    parts = ["python", script]
-    if r["dataset"] == "imagenet":
+    info = dataset_info(r["dataset"])
+    parts = ["python", info.train_command]
+    if info.style == "imagenet":
         parts += ["-d", str(r["depth"])]
     else:
         parts += ["-n", str(r["num_units"])] + (["--width", str(r["width"])] if r.get("width", 1) > 1 else [])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import UserError
-from .data import dataset_info, imagenet_synsets
+from .data import IMAGENET_AUGS, MEAN_FROM, SVHN_JITTERS, dataset_info, num_classes_in
 from .plan import Plan, cifar_plan, imagenet_plan
 from .distributed import cores_per_process, launched_by_horovodrun
 
@@ -45,6 +45,7 @@ class Recipe:
     weight_decay: float = 2e-4
     weight_decay_every: Optional[int] = 480000  # x0.2 every this many steps; None: constant
     nesterov: bool = False
+    momentum: float = 0.9                 # SGD momentum (all recipes; recorded in run.json with the rest)
     side_weight: float = 0.1              # 0: no side supervision
     svhn_jitter: str = "paper"            # SVHN colour jitter: paper, released or none
     mean_from: str = "train"              # CIFAR/SVHN mean image from the training split, or all splits (released)
@@ -83,11 +84,11 @@ class Recipe:
         as in tensorpack's ImageNet example; CIFAR/SVHN augment small arrays, min(4, cores/2)."""
         if self.workers is not None:
             return self.workers
-        return max(1, min(40 if self.dataset == "imagenet" else 4, cores_per_process() // 2))
+        return max(1, min(dataset_info(self.dataset).max_workers, cores_per_process() // 2))
 
     @property
     def style(self):
-        return "imagenet" if self.dataset == "imagenet" else "cifar"
+        return dataset_info(self.dataset).style
 
     def run_name(self):
         net = "resnet%d" % self.depth if self.style == "imagenet" else "n%d" % self.num_units
@@ -139,12 +140,10 @@ class Recipe:
             raise UserError("--image-size must be >= 32 (the network halves it five times), got %r" % (self.image_size,))
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
-        if self.mean_from not in ("train", "all"):
-            raise UserError("--mean-from must be train or all, got %r" % (self.mean_from,))
-        if self.svhn_jitter not in ("paper", "released", "none"):
-            raise UserError("--jitter must be paper, released or none, got %r" % (self.svhn_jitter,))
-        if self.imagenet_aug not in ("intended", "released"):
-            raise UserError("--aug must be intended or released, got %r" % (self.imagenet_aug,))
+        for flag, value, choices in (("--mean-from", self.mean_from, MEAN_FROM), ("--jitter", self.svhn_jitter, SVHN_JITTERS),
+                                     ("--aug", self.imagenet_aug, IMAGENET_AUGS)):
+            if value not in choices:
+                raise UserError("%s must be one of %s, got %r" % (flag, ", ".join(choices), value))
         if self.trainer not in TRAINERS:
             raise UserError("--trainer %r is not one of %s" % (self.trainer, ", ".join(TRAINERS)))
         if self.trainer == "replicated" and launched_by_horovodrun():
@@ -172,7 +171,7 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "fake_data": "--fake", "scale_lr": "--scale-lr", "standard_lr": "standard_lr", "fast_lr": "fast_lr",
             "adaptive_lr": "adaptive_lr", "adaptive_k": "adaptive_k", "adaptive_threshold": "adaptive_threshold",
             "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
-            "seed": "seed"}
+            "momentum": "momentum", "seed": "seed"}
 _OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
                 "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla",
                 "grappler": "--grappler", "histogram_blocks": "--histogram-blocks"}
@@ -220,9 +219,7 @@ RECIPES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN, "imagenet": I
 
 # ---- the network a recipe trains ---------------------------------------------------------------------------
 def num_classes_of(recipe: Recipe) -> int:
-    if recipe.dataset == "imagenet" and not recipe.fake_data:
-        return len(imagenet_synsets(recipe.data_dir)) if recipe.data_dir and os.path.isdir(recipe.data_dir) else 1000
-    return dataset_info(recipe.dataset).num_classes
+    return num_classes_in(recipe.dataset, None if recipe.fake_data else recipe.data_dir)
 
 
 def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:

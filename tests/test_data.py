@@ -244,3 +244,21 @@ def test_bad_split_and_batch():
         build_dataflow("digits", "train", 0)
     with pytest.raises(UserError, match="unknown dataset"):
         build_dataflow("mnist", "train", 10)
+
+
+def test_the_registry_holds_every_fact_a_recipe_needs(tmp_path):
+    from eps_resnet.data import DATASETS, dataset_info, num_classes_in
+    from eps_resnet.plan import CIFAR_STYLE, IMAGENET_STYLE
+    from eps_resnet.recipes import RECIPES
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert sorted(RECIPES) == sorted(DATASETS)
+    for name, recipe in RECIPES.items():
+        info = dataset_info(name)
+        assert recipe.style == info.style in (CIFAR_STYLE, IMAGENET_STYLE)
+        assert os.path.isfile(os.path.join(root, info.train_command.split()[0]))
+        assert num_classes_in(name) == info.num_classes
+    # ImageNet's classes are the synsets of the data at hand (a subset of the 1000 trains a smaller head)
+    datafiles.write_imagenet(str(tmp_path), wnids=("n01440764", "n01443537"))
+    assert num_classes_in("imagenet", str(tmp_path)) == 2
+    with pytest.raises(UserError, match="unknown dataset"):
+        dataset_info("mnist")

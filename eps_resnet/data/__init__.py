@@ -38,19 +38,28 @@ def __getattr__(name):
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """Every fact of a data set that code outside this package needs (no `dataset ==` branch elsewhere)."""
     name: str
-    num_classes: int
+    num_classes: int              # the default; ImageNet's may come from the data's synsets.txt
     image_size: int
     val_split: str
-    in_memory: bool
+    in_memory: bool               # small arrays (augmented in memory) or JPEG files (decoded by many workers)
+    style: str                    # the network family: "cifar" (6n+2 layers, -n) or "imagenet" (-d depth)
+    max_workers: int              # default dataflow processes at most: JPEG decoding needs many, arrays few
+    needs_data_dir: bool          # False: the data ship with a package
+    train_command: str            # the script (and flag) that trains on it
+    top5: bool = False            # top-5 error reported beside top-1
 
 
 DATASETS = {
-    "cifar10": DatasetInfo("cifar10", 10, 32, "test", True),
-    "cifar100": DatasetInfo("cifar100", 100, 32, "test", True),
-    "svhn": DatasetInfo("svhn", 10, 32, "test", True),
-    "digits": DatasetInfo("digits", 10, digits.IMAGE_SIZE, "test", True),
-    "imagenet": DatasetInfo("imagenet", 1000, 224, "val", False),
+    "cifar10": DatasetInfo("cifar10", 10, 32, "test", True, "cifar", 4, True, "train_cifar.py"),
+    "cifar100": DatasetInfo("cifar100", 100, 32, "test", True, "cifar", 4, True, "train_cifar.py --cifar100"),
+    "svhn": DatasetInfo("svhn", 10, 32, "test", True, "cifar", 4, True, "train_svhn.py"),
+    "digits": DatasetInfo("digits", 10, digits.IMAGE_SIZE, "test", True, "cifar", 4, False,
+                          "train_cifar.py --demo"),
+    # 40 processes as tensorpack's ImageNet example
+    "imagenet": DatasetInfo("imagenet", 1000, 224, "val", False, "imagenet", 40, True, "train_imagenet.py",
+                            top5=True),
 }
 
 
@@ -58,6 +67,14 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise UserError("unknown dataset %r; choose one of %s" % (name, ", ".join(DATASETS)))
     return DATASETS[name]
+
+
+def num_classes_in(dataset: str, data_dir: Optional[str] = None) -> int:
+    """The classes a network trained on `dataset` in `data_dir` predicts: ImageNet's from its synsets (a subset
+    of the 1000 is allowed), every other data set's fixed count."""
+    if dataset == "imagenet" and data_dir and os.path.isdir(data_dir):
+        return len(imagenet_synsets(data_dir))
+    return dataset_info(dataset).num_classes
 
 
 def require_data_dir(data_dir, dataset):
@@ -82,7 +99,10 @@ def load_arrays(dataset: str, split: str, data_dir: Optional[str] = None) -> Tup
     raise UserError("%s is not an in-memory dataset" % dataset)
 
 
-MEAN_FROM = ("train", "all")
+# The choices of the data flags, spelled here only (a dry run reads them without loading TensorFlow)
+MEAN_FROM = ("train", "all")                  # --mean-from: the training split, or every split (released)
+SVHN_JITTERS = ("paper", "released", "none")  # --jitter (augment.svhn_train_augmentors)
+IMAGENET_AUGS = ("intended", "released")      # --aug (augment.imagenet_train_augmentors)
 
 
 def mean_image_of(arrays) -> np.ndarray:
@@ -173,5 +193,5 @@ def _info(message):
     logger.info(message)
 
 
-__all__ = ["DATASETS", "MEAN_FROM", "DatasetInfo", "dataset_info", "imagenet_files", "imagenet_synsets",
+__all__ = ["DATASETS", "IMAGENET_AUGS", "MEAN_FROM", "SVHN_JITTERS", "DatasetInfo", "dataset_info", "imagenet_files", "imagenet_synsets", "num_classes_in",
            "load_arrays", "per_pixel_mean", "require_data_dir", "split_files", "source_key"] + list(_FLOWS)

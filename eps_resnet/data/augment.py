@@ -10,6 +10,8 @@ from tensorpack.dataflow.imgaug.base import ImageAugmentor, PhotometricAugmentor
 from tensorpack.dataflow.imgaug.deform import GaussianDeform
 from tensorpack.dataflow.imgaug.transform import CropTransform, ResizeTransform, TransformList
 
+from . import IMAGENET_AUGS, SVHN_JITTERS
+
 # AlexNet PCA lighting, RGB order: eigenvalues for pixel values in [0, 1], and scaled for [0, 255]
 PCA_EIGVAL_UNIT = np.asarray([0.2175, 0.0188, 0.0045])
 PCA_EIGVAL = PCA_EIGVAL_UNIT.astype(np.float32) * 255.0
@@ -102,7 +104,7 @@ def svhn_train_augmentors(jitter="paper"):
         return [ReleasedSvhnAugment()]
     if jitter == "none":
         return cifar_train_augmentors(flip=False)
-    raise ValueError("SVHN jitter must be 'paper', 'released' or 'none', got %r" % (jitter,))
+    raise ValueError("SVHN jitter must be one of %s, got %r" % (", ".join(SVHN_JITTERS), jitter))
 
 
 class RandomAreaCrop(ImageAugmentor):
@@ -255,9 +257,6 @@ class ReleasedResizeShortestEdge(ImageAugmentor):
         h, w = img.shape[:2]
         scale = self.size * 1.0 / min(h, w)
         return ResizeTransform(h, w, int(scale * h), int(scale * w), cv2.INTER_LINEAR)
-
-
-IMAGENET_AUGS = ("intended", "released")
 
 
 def imagenet_train_augmentors(size=224, aug="intended"):
