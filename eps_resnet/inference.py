@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
+import numpy as np
+
 from . import UserError
 from .model import EpsResNet, ModelSettings
 from .plan import Plan
@@ -75,9 +77,89 @@ def restore(sess, checkpoint: str):
     saver.restore(sess, checkpoint)
     if absent:
         sess.run(tfv1.variables_initializer(absent))
+    return saver
 
 
-def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = ()):
+class BuiltNetwork:
+    """One network's inference graph (any batch size) and a session on it, built once and reused: calibration,
+    logits under other weights, the SavedModel and timing all run on it (each new graph costs seconds and grows
+    with depth)."""
+
+    def __init__(self, plan: Plan, checkpoint: str, epsilon: Optional[float] = None, image_shape=None):
+        self.plan = plan
+        self.net = build_inference_graph(plan, epsilon=epsilon, image_shape=image_shape)
+        check_checkpoint_matches(plan, checkpoint, net=self.net)
+        self.sess = tfv1.Session(graph=self.net.graph)
+        with self.net.graph.as_default():
+            self._saver = restore(self.sess, checkpoint)
+        self.checkpoint = checkpoint
+
+    def load(self, checkpoint: str):
+        """Other weights of the same network (its Saver reused: the graph gains no ops)."""
+        if checkpoint != self.checkpoint:
+            with self.net.graph.as_default():
+                self._saver.restore(self.sess, checkpoint)
+            self.checkpoint = checkpoint
+
+    def run(self, fetch: dict, images: np.ndarray, batch_size: int) -> Dict[str, np.ndarray]:
+        """`fetch` (name -> tensor) over `images` in batches, concatenated."""
+        outs = [self.sess.run(fetch, {self.net.image: images[i:i + batch_size]})
+                for i in range(0, len(images), batch_size)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in fetch}
+
+    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return self.run({"logits": self.net.logits}, images, batch_size)["logits"]
+
+    def forward_pass(self, batch: int, seed: int = 0) -> Callable[[], object]:
+        """A call that runs one forward pass at `batch` random images (for interleaved_times)."""
+        x = np.random.RandomState(seed).randint(0, 256, size=[batch] + self.net.image.shape.as_list()[1:])
+        feed = {self.net.image: x.astype(np.uint8)}
+        return lambda: self.sess.run(self.net.logits, feed)
+
+    def write_saved_model(self, export_dir: str, signature_name: str = "serving_default"):
+        """This network, with its current weights, as a SavedModel: uint8 `image` -> logits, probabilities, classes."""
+        with self.net.graph.as_default():
+            builder = tfv1.saved_model.Builder(export_dir)
+            signature = tfv1.saved_model.predict_signature_def(inputs={"image": self.net.image},
+                                                               outputs=self.net.outputs)
+            builder.add_meta_graph_and_variables(self.sess, [tfv1.saved_model.SERVING],
+                                                 signature_def_map={signature_name: signature},
+                                                 strip_default_attrs=True)
+            builder.save()
+
+    def close(self):
+        self.sess.close()
+
+
+# ---- checkpoint transforms: a checkpoint in, a checkpoint out -------------------------------------------------
+def read_variables(checkpoint: str) -> Dict[str, np.ndarray]:
+    """Every variable of `checkpoint`, by name."""
+    reader = tf.train.load_checkpoint(checkpoint)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def write_variables(variables: Dict[str, np.ndarray], prefix: str):
+    """A checkpoint at `prefix` holding `variables` (by name), in a graph of its own."""
+    graph = tf.Graph()
+    with graph.as_default():
+        held = {name: tfv1.Variable(value, name=name.replace("/", "_") + "_", trainable=False)
+                for name, value in variables.items()}  # any op name: the Saver writes the names given here
+        saver = tfv1.train.Saver(var_list=held)
+        with tfv1.Session(graph=graph) as sess:
+            sess.run(tfv1.variables_initializer(list(held.values())))
+            saver.save(sess, prefix, write_meta_graph=False, write_state=False)
+
+
+def slice_checkpoint(plan: Plan, reduction, checkpoint: str, prefix: str) -> Plan:
+    """Write at `prefix` the checkpoint of the network `reduction` leaves of `plan` (its removed blocks' branches
+    dropped, its kernels and BatchNorm cut to the kept channels); return that network's plan."""
+    from .reduction import reduced_plan, slice_variables
+    reduced = reduced_plan(plan, reduction)
+    write_variables(slice_variables(plan, reduction, read_variables(checkpoint)), prefix)
+    return reduced
+
+
+def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = (), net: Optional[InferenceGraph] = None):
     """Raise UserError naming the first network variable that the checkpoint lacks or shapes differently.
 
     ε, the side head and training-only variables are not required: a plain or --no-side checkpoint may
@@ -87,7 +169,7 @@ def check_checkpoint_matches(plan: Plan, checkpoint: str, skip: Sequence[str] = 
     except Exception as e:
         raise UserError("cannot read checkpoint %s (%s); pass a model-N prefix or its .index file"
                         % (checkpoint, str(e).strip().splitlines()[0][:200]))
-    net = build_inference_graph(plan)
+    net = net or build_inference_graph(plan)
     with net.graph.as_default():
         for v in tfv1.global_variables():
             name = v.op.name

@@ -51,6 +51,23 @@ class Block:
     preact: str
     shortcut: str
     residual: bool = True  # False once the block was discarded
+    # Set only by Plan.reduce (channel pruning); None means the unreduced network's value.
+    mid2_channels: Optional[int] = None  # a bottleneck's second inner convolution, when it differs from the first
+    pad_before: Optional[int] = None     # pool_pad: zero channels before the input's (None: half the padding)
+
+    @property
+    def inner_channels(self) -> Tuple[int, ...]:
+        """Output widths of the residual branch's inner convolutions: (conv1,) or, for a bottleneck, (conv1, conv2)."""
+        if self.kind == "basic":
+            return (self.mid_channels,)
+        return (self.mid_channels, self.mid_channels if self.mid2_channels is None else self.mid2_channels)
+
+    @property
+    def padding(self) -> Tuple[int, int]:
+        """pool_pad: the zero channels added (before, after) the pooled input."""
+        total = self.out_channels - self.in_channels
+        before = total // 2 if self.pad_before is None else self.pad_before
+        return before, total - before
 
     @property
     def out_size(self) -> int:
@@ -73,12 +90,14 @@ class Block:
     def residual_params(self) -> int:
         n = self._bn(self.in_channels) if self.preact == PREACT_RESIDUAL else 0
         if self.kind == "basic":
-            n += 9 * self.in_channels * self.mid_channels + self._bn(self.mid_channels)
-            n += 9 * self.mid_channels * self.out_channels
+            (m,) = self.inner_channels
+            n += 9 * self.in_channels * m + self._bn(m)
+            n += 9 * m * self.out_channels
         else:
-            n += self.in_channels * self.mid_channels + self._bn(self.mid_channels)
-            n += 9 * self.mid_channels * self.mid_channels + self._bn(self.mid_channels)
-            n += self.mid_channels * self.out_channels
+            m1, m2 = self.inner_channels
+            n += self.in_channels * m1 + self._bn(m1)
+            n += 9 * m1 * m2 + self._bn(m2)
+            n += m2 * self.out_channels
         return n
 
     @property
@@ -95,10 +114,10 @@ class Block:
     def residual_flops(self) -> int:
         s_in, s_out = self.in_size, self.out_size
         if self.kind == "basic":
-            return s_out ** 2 * 9 * (self.in_channels * self.mid_channels + self.mid_channels * self.out_channels)
-        return (s_in ** 2 * self.in_channels * self.mid_channels
-                + s_out ** 2 * 9 * self.mid_channels ** 2
-                + s_out ** 2 * self.mid_channels * self.out_channels)
+            (m,) = self.inner_channels
+            return s_out ** 2 * 9 * (self.in_channels * m + m * self.out_channels)
+        m1, m2 = self.inner_channels
+        return s_in ** 2 * self.in_channels * m1 + s_out ** 2 * 9 * m1 * m2 + s_out ** 2 * m2 * self.out_channels
 
     @property
     def flops(self) -> int:
@@ -109,7 +128,7 @@ class Block:
         """Floats per image that training keeps for the backward pass, roughly: the input and output of each
         BatchNorm-ReLU and each convolution of the block (a measured ResNet-32 step keeps about this many)."""
         s_in, s_out = self.in_size, self.out_size
-        inner = (3 if self.kind == "basic" else 6) * s_out ** 2 * self.mid_channels
+        inner = 3 * s_out ** 2 * sum(self.inner_channels)
         return 3 * s_in ** 2 * self.in_channels + inner + 2 * s_out ** 2 * self.out_channels
 
     @property
@@ -263,6 +282,11 @@ class Plan:
             raise UserError("cannot remove unknown block(s) %s from this plan" % ", ".join(sorted(unknown)))
         blocks = tuple(dataclasses.replace(b, residual=False) if b.name in names else b for b in self.blocks)
         return dataclasses.replace(self, blocks=blocks)
+
+    def reduce(self, reduction) -> "Plan":
+        """The plan a `reduction.Reduction` leaves: blocks removed, every convolution as wide as its kept channels."""
+        from .reduction import reduced_plan
+        return reduced_plan(self, reduction)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
