@@ -29,13 +29,22 @@ REPLACE = "replace"  # `out` (an earlier export) is replaced as a whole, after t
 ADD = "add"          # a staged version folder joins `out`; the staged files beside it replace theirs
 
 
-def check_out(out: str, flag: str = "--out", own_run: Optional[str] = None) -> str:
+def check_out(out: str, flag: str = "--out", own_run: Optional[str] = None, source: Optional[str] = None) -> str:
     """The absolute output path, after refusing what must never be written: an existing file, a training run's
     directory and anything inside one (through symlinks and '..' too). `own_run`: a run whose sub-folders may
-    hold this output (a run's own figures), though never the run's directory itself."""
+    hold this output (a run's own figures), though never the run's directory itself. `source`: the run the output
+    is made from, which an output replaced as a whole (an export) must not contain either."""
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UserError("%s %s is a file; pass a directory" % (flag, out))
     real = os.path.realpath(out)
+    if source:
+        real_source = os.path.realpath(source)
+        if real == real_source or real.startswith(real_source + os.sep):
+            raise UserError("%s %s is inside the log directory %s; nothing is written there: choose a directory "
+                            "outside it" % (flag, out, source))
+        if real_source.startswith(real + os.sep):
+            raise UserError("%s %s contains the log directory %s; writing there could replace the run: choose a "
+                            "new directory" % (flag, out, source))
     own = os.path.realpath(own_run) if own_run else None
     folder = real
     while True:

@@ -1,14 +1,19 @@
 """From a training log directory to a verified SavedModel of the reduced network (paper Sec. 3, weight collapse and removal).
 
-1. Calibration: the gated model runs over held-out images; each block's per-example max|F| is read.
-   A block is discarded when max|F| < ε on every example (`criterion="calibration"`), or, as the
-   released code did, when its moving average of is_discarded at the last epoch is 1.0 (`"ema"`).
-2. The reduced plan (same plan, discarded residual branches removed) builds a plain ResNet whose
-   variables have the checkpoint's names, so it restores by name.
-3. The SavedModel (`serving_default`: uint8 `image` -> `logits`, `probabilities`, `classes`) is written
-   to a temporary directory, verified against the gated model's logits in a clean Python process that
-   imports only TensorFlow, measured, and only then renamed to its final place.
+`export()` runs typed phases over networks built once each (inference.BuiltNetwork):
+1. decide: the trained (gated) network runs over held-out images and each block's per-example max|F| is read.
+   A block is removed when max|F| < ε on every example (`criterion="calibration"`), or, as the released code
+   did, when its moving average of is_discarded at the checkpoint's epoch is 1 (`"ema"`). -> Decision, whose
+   `reduction.Reduction` gives the reduced plan.
+2. weights: the run's, restored by name into the reduced network, or with BatchNorm statistics re-estimated for
+   it (precise_bn). -> Weights
+3. artefacts: the SavedModel (`serving_default`: uint8 `image` -> `logits`, `probabilities`, `classes`) and TFLite
+   files, written from the reduced network's session, with plan.json and reduction.json.
+4. verify: each artefact in a clean Python process that imports only TensorFlow, against the gated model's
+   logits (or the reduced network's own, when the export changed the function); then size, speed (the two
+   networks in alternating rounds), the report, and only then the rename into place.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -23,13 +28,13 @@ import numpy as np
 from . import UserError
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text
-from .inference import build_inference_graph, check_checkpoint_matches, interleaved_times
+from .inference import BuiltNetwork, interleaved_times
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
 from . import rundir
-from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, is_export, read_records,
-                     read_settings, record_of_epoch, resolve_checkpoint)
-from .tfcompat import tfv1
+from .reduction import REDUCTION_FILE, Reduction
+from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, Run, counts_as_discarded, is_export, record_of_epoch,
+                     resolve_checkpoint)
 
 SIGNATURE = "serving_default"
 MAX_ABS_DIFF = 1e-3
@@ -66,24 +71,13 @@ class RunInfo:
 
 
 def load_run(logdir: str, checkpoint: Optional[str] = None) -> RunInfo:
-    if not os.path.isdir(logdir):
-        raise UserError("log directory %s does not exist; pass the --logdir of a training run" % logdir)
-    plan_path = os.path.join(logdir, PLAN_FILE)
-    if not os.path.isfile(plan_path):
-        raise UserError("%s has no plan.json; is it the log directory of a training run?" % logdir)
-    plan = Plan.load(plan_path)
-    settings = read_settings(logdir)
-    if checkpoint is None:
-        ckpt = resolve_checkpoint(logdir)
-    elif str(checkpoint).isdigit():
-        ckpt = resolve_checkpoint(os.path.join(logdir, "model-%s" % checkpoint))
-    else:
-        ckpt = resolve_checkpoint(checkpoint)
+    run = Run.open(logdir)
+    ckpt = run.checkpoint(checkpoint)
     if ckpt is None:
         raise UserError("no checkpoint %sin %s; train first, or pass --checkpoint STEP|PATH"
                         % ("model-%s " % checkpoint if checkpoint else "", logdir))
-    return RunInfo(logdir, plan, settings["recipe"], ckpt, read_records(logdir), requested=checkpoint is not None,
-                   steps_per_epoch=int(settings["steps_per_epoch"]))
+    return RunInfo(logdir, run.plan, run.recipe, ckpt, run.records(), requested=checkpoint is not None,
+                   steps_per_epoch=run.steps_per_epoch)
 
 
 def snapshot_checkpoint(run: RunInfo, folder: str) -> RunInfo:
@@ -121,25 +115,34 @@ def calibration_images(run: RunInfo, data_dir: Optional[str] = None, batches: Op
     return np.concatenate(images), np.concatenate(labels)
 
 
-def calibrate(run: RunInfo, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
-    """Gated model over `images`: logits [N, C], per-block per-example max|F| {block: [N]}, and ε."""
-    check_checkpoint_matches(run.plan, run.checkpoint)
-    net = build_inference_graph(run.plan, epsilon=run.recipe.get("epsilon"), image_shape=images.shape[1:])
-    fetch = dict(net.response_max, logits=net.logits)
-    with net.session(run.checkpoint) as sess:
-        epsilon = float(sess.run(net.epsilon)) if net.epsilon is not None else None
-        outs = [sess.run(fetch, {net.image: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
-    logits = np.concatenate([o["logits"] for o in outs])
-    maxima = {k: np.concatenate([o[k] for o in outs]) for k in net.response_max}
-    return logits, maxima, epsilon
+def gated_network(run: RunInfo, image_shape) -> BuiltNetwork:
+    """The run's network as trained (gated for an ε-ResNet), its weights restored."""
+    return BuiltNetwork(run.plan, run.checkpoint, epsilon=run.recipe.get("epsilon"), image_shape=image_shape)
+
+
+def calibrate(run: RunInfo, images: np.ndarray, net: Optional[BuiltNetwork] = None,
+              batch_size: int = CALIBRATION_BATCH) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
+    """Gated model over `images` (in `net`, or a network built for the call): logits [N, C], per-block per-example
+    max|F| {block: [N]}, and ε."""
+    own = net is None
+    net = gated_network(run, images.shape[1:]) if own else net
+    try:
+        outs = net.run(dict(net.net.response_max, logits=net.net.logits), images, batch_size)
+        epsilon = float(net.sess.run(net.net.epsilon)) if net.net.epsilon is not None else None
+    finally:
+        if own:
+            net.close()
+    logits = outs.pop("logits")
+    return logits, outs, epsilon
 
 
 def network_logits(plan: Plan, checkpoint: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> np.ndarray:
     """Logits [N, C] of the plain network of `plan` (a reduced plan: its removed blocks are shortcuts) on `images`."""
-    net = build_inference_graph(plan, image_shape=images.shape[1:])
-    with net.session(checkpoint) as sess:
-        return np.concatenate([sess.run(net.logits, {net.image: images[i:i + batch_size]})
-                               for i in range(0, len(images), batch_size)])
+    net = BuiltNetwork(plan, checkpoint, image_shape=images.shape[1:])
+    try:
+        return net.logits(images, batch_size)
+    finally:
+        net.close()
 
 
 def check_export_epsilon(epsilon: Optional[float], run: RunInfo, criterion: str, trained: Optional[float] = None):
@@ -175,10 +178,7 @@ def load_baseline(baseline_logdir: str, run: RunInfo) -> RunInfo:
 def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray, bn_checkpoint: Optional[str] = None) -> dict:
     """The plain baseline's validation error on the export's own held-out images (with the BatchNorm statistics of
     `bn_checkpoint` when the export re-estimated them: the baseline gets the same treatment)."""
-    if bn_checkpoint:
-        logits = network_logits(base.plan, bn_checkpoint, images)
-    else:
-        logits, _, _ = calibrate(base, images)
+    logits = network_logits(base.plan, bn_checkpoint or base.checkpoint, images)
     return {"baseline_logdir": os.path.abspath(base.logdir), "baseline_checkpoint": base.checkpoint,
             "baseline_layers": base.plan.full_depth, "baseline_title": base.plan.title,
             "baseline_params": base.plan.num_params,
@@ -200,7 +200,7 @@ def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optio
         if not run.gated:
             gone = False
         elif criterion == "ema":
-            gone = ema is not None and ema >= 1.0
+            gone = counts_as_discarded(ema, "released")
         else:
             gone = calib_max < epsilon
         if gone:
@@ -247,15 +247,13 @@ def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: in
     return recompute_bn_statistics(plan, run.checkpoint, images, out_checkpoint)
 
 
-def write_saved_model(plan: Plan, ckpt: Optional[str], export_dir: str, image_shape=None):
-    """The plain network of `plan` (weights from `ckpt`, or initialised when None) as a SavedModel."""
-    net = build_inference_graph(plan, image_shape=image_shape)
-    with net.graph.as_default(), net.session(ckpt) as sess:
-        builder = tfv1.saved_model.Builder(export_dir)
-        signature = tfv1.saved_model.predict_signature_def(inputs={"image": net.image}, outputs=net.outputs)
-        builder.add_meta_graph_and_variables(sess, [tfv1.saved_model.SERVING], signature_def_map={SIGNATURE: signature},
-                                             strip_default_attrs=True)
-        builder.save()
+def write_saved_model(plan: Plan, ckpt: str, export_dir: str, image_shape=None):
+    """The plain network of `plan` (weights from `ckpt`) as a SavedModel."""
+    net = BuiltNetwork(plan, ckpt, image_shape=image_shape)
+    try:
+        net.write_saved_model(export_dir, SIGNATURE)
+    finally:
+        net.close()
 
 
 def standalone_results(saved_model: str, tflite_files: List[str], images: np.ndarray, workdir: str) -> dict:
@@ -290,30 +288,15 @@ def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def latency(plan: Plan, ckpt: str, image_shape, batch: int, gated_epsilon: Optional[float] = None,
-            repeats: int = 20) -> float:
-    """Median seconds per forward pass at `batch` of the network of `plan` (gated if epsilon given)."""
-    net = build_inference_graph(plan, epsilon=gated_epsilon, batch=batch, image_shape=image_shape)
-    x = np.random.RandomState(0).randint(0, 256, size=[batch] + list(image_shape)).astype(np.uint8)
-    with net.session(ckpt) as sess:
-        times = interleaved_times({"forward": lambda: sess.run(net.logits, {net.image: x})}, rounds=repeats)
-    return float(np.median(times["forward"]))
 
 
 def check_output(out: str, logdir: str, force: bool) -> str:
     """The absolute --out, after refusing every place an export must not go: the log directory, anything inside
     it or containing it (through symlinks and '..' too), any other run's directory (outputs.check_out), and an
     existing directory that is not an earlier export (--force replaces an earlier export, never anything else)."""
-    real_out, real_log = os.path.realpath(out), os.path.realpath(logdir)
-    if real_out == real_log or real_out.startswith(real_log + os.sep):
-        raise UserError("--out %s is inside the log directory %s; prune_export never writes there: choose a "
-                        "directory outside it" % (out, logdir))
-    if real_log.startswith(real_out + os.sep):
-        raise UserError("--out %s contains the log directory %s; an export there could replace the run: choose a "
-                        "new directory" % (out, logdir))
-    out = check_out(out)
+    out = check_out(out, source=logdir)
     if os.path.lexists(out):
-        if not is_export(real_out):
+        if not is_export(os.path.realpath(out)):
             raise UserError("--out %s exists and is not an export of prune_export; --force replaces only an earlier "
                             "export: choose a new directory" % out)
         if not force:
@@ -360,84 +343,142 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
     quiet_layer_logs()
-    with Staging(out, "export", ADD if adding else REPLACE, version=str(version)) as stage:
+    with Staging(out, "export", ADD if adding else REPLACE, version=str(version)) as stage, \
+            contextlib.ExitStack() as networks:
         staging = stage.path
         snapshot_checkpoint(run, os.path.join(staging, ".checkpoint"))
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
-        gated_logits, maxima, trained_epsilon = calibrate(run, images)
-        check_export_epsilon(epsilon, run, criterion, trained_epsilon)
-        above = epsilon is not None and epsilon > trained_epsilon
-        threshold = epsilon if above else trained_epsilon
-        discarded, evidence = blocks_to_remove(run, maxima, threshold, criterion)
-        reduced = run.plan.without(discarded)
-        weights, base_weights, bn_report = run.checkpoint, None, None
-        if recompute_bn:
-            weights = os.path.join(staging, ".checkpoint", "bn-recomputed")
-            bn_report = reestimate_bn(reduced, run, data_dir, recompute_bn, weights)
-            log("BatchNorm statistics of the reduced network re-estimated on %d training images" % bn_report["images"])
-            if base:
-                base_weights = os.path.join(staging, ".checkpoint", "baseline-bn-recomputed")
-                reestimate_bn(base.plan, base, data_dir, recompute_bn, base_weights)
-        exact = above or bool(recompute_bn)  # the artefacts compute another function than the gated model's
-        saved_model = os.path.join(staging, str(version))
-        write_saved_model(reduced, weights, saved_model, images.shape[1:])
-        reduced.save(os.path.join(staging, PLAN_FILE))
-        flavours = [None] + ([quantize] if quantize else [])  # float32 always, the quantised file when asked
-        tflite = [os.path.join(staging, TFLITE_FILES[q]) for q in flavours]
-        for path, q in zip(tflite, flavours):
-            write_tflite(saved_model, path, q)
+        trained = networks.enter_context(contextlib.closing(gated_network(run, images.shape[1:])))
+        decision = decide(run, trained, images, epsilon, criterion)
+        reduced = networks.enter_context(contextlib.closing(
+            BuiltNetwork(decision.plan, run.checkpoint, image_shape=images.shape[1:])))
+        weights = reduced_weights(run, reduced, decision, images, labels, data_dir, recompute_bn, base, staging, log)
+        saved_model, tflite = write_artefacts(reduced, decision, staging, version, quantize)
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
                                                                                  os.path.basename(run.checkpoint)),
-                  "criterion": criterion, "epsilon": trained_epsilon, "gated": run.gated, "discarded": discarded,
-                  "evidence": evidence, "calibration_images": int(len(images)), "version": version}
+                  "criterion": criterion, "epsilon": decision.trained_epsilon, "gated": run.gated,
+                  "discarded": list(decision.reduction.removed_blocks), "evidence": decision.evidence,
+                  "calibration_images": int(len(images)), "version": version}
         if base:
-            report.update(baseline_report(base, images, labels, base_weights))
-        if above:
+            report.update(baseline_report(base, images, labels, weights.baseline_checkpoint))
+        if decision.above:
             report["export_epsilon"] = epsilon
-        if bn_report:
-            bn_report["val_error_trained_statistics"] = float(
-                np.mean(network_logits(reduced, run.checkpoint, images).argmax(1) != labels))
-            report["recomputed_bn"] = bn_report
+        if weights.bn_report:
+            report["recomputed_bn"] = weights.bn_report
         if verify:
-            with tempfile.TemporaryDirectory(dir=staging) as work:
-                results = standalone_results(saved_model, tflite, images, work)
-            report["val_error_gated"] = float(np.mean(gated_logits.argmax(1) != labels))
-            if exact:  # the reference is the reduced network itself (removed responses not zero, or new statistics)
-                gated_logits = network_logits(reduced, weights, images)
-                agree, shut = np.ones(len(images), bool), {}
-            else:
-                agree, shut = kept_gates_closed(len(images), maxima, trained_epsilon, discarded)
-            if not agree.any():
-                raise ExportVerificationFailed(
-                    "on every calibration batch some kept block's gate was shut (%s), so the reduced network cannot be "
-                    "compared with the gated model; calibrate on more images (--calib-batches)"
-                    % ", ".join(sorted(shut)))
-            report["gates_shut_on_kept_blocks"] = {"batches": int(np.ceil(np.sum(~agree) / CALIBRATION_BATCH)),
-                                                   "of": int(np.ceil(len(images) / CALIBRATION_BATCH)),
-                                                   "blocks": shut, "images_compared": int(agree.sum())}
-            report["artefacts"] = artefact_report(results, gated_logits, labels, staging, str(version), agree)
-            report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
-            report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
-            if exact:
-                report["error_change"] = report["val_error_export"] - report["val_error_gated"]
-            for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
-                a = report["artefacts"][name]
-                if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
-                    raise ExportVerificationFailed(
-                        "the exported network (%s) does not reproduce the %s on the calibration images (top-1 "
-                        "agreement %.4f, max |logit diff| %.3g > %g); %s: nothing was exported"
-                        % (name, "reduced network computed here" if exact else "gated model", a["top1_agreement"],
-                           a["max_abs_diff"], MAX_ABS_DIFF, "the artefact does not compute the reduced network" if exact
-                           else "a removed block's gate must have opened on some batch"))
-        report.update(size_report(run.plan, reduced, saved_model, staging))
+            report.update(verify_artefacts(decision, reduced, weights.changed or decision.above, images, labels,
+                                           saved_model, tflite, staging, version))
+        report.update(size_report(run.plan, decision.plan, saved_model, staging, trained))
         if measure:
-            report.update(speed_report(run, reduced, images.shape[1:], trained_epsilon))
+            report.update(speed_report(trained, reduced))
         from .report import write_export_report
-        write_export_report(report, run.plan, reduced, staging)
+        write_export_report(report, run.plan, decision.plan, staging)
         atomic_write_text(os.path.join(staging, EXPORT_MARKER), json.dumps({"exported_from": report["logdir"]}) + "\n")
         shutil.rmtree(os.path.join(staging, ".checkpoint"))
     report["out"] = out
+    return report
+
+
+# ---- the export's phases: decide -> weights -> artefacts -> verify (then size, speed, report, publish) ---------
+@dataclass
+class Decision:
+    """What the export removes, and why."""
+    reduction: Reduction
+    plan: Plan                        # the reduced network
+    evidence: List[dict]              # per block: calibration max, ε, gate average, kernel norm, removed
+    gated_logits: np.ndarray          # the trained network on the calibration images
+    maxima: Dict[str, np.ndarray]     # per block, per image max|F|
+    trained_epsilon: Optional[float]
+    above: bool                       # removed at an ε above the trained one (a frontier point)
+
+
+def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, epsilon: Optional[float],
+           criterion: str) -> Decision:
+    gated_logits, maxima, trained_epsilon = calibrate(run, images, trained)
+    check_export_epsilon(epsilon, run, criterion, trained_epsilon)
+    above = epsilon is not None and epsilon > trained_epsilon
+    discarded, evidence = blocks_to_remove(run, maxima, epsilon if above else trained_epsilon, criterion)
+    reduction = Reduction(tuple(discarded))
+    return Decision(reduction, run.plan.reduce(reduction), evidence, gated_logits, maxima, trained_epsilon, above)
+
+
+@dataclass
+class Weights:
+    """The reduced network's weights (loaded into its BuiltNetwork), and the baseline's when re-estimated."""
+    changed: bool                          # BatchNorm statistics re-estimated: another function than trained
+    bn_report: Optional[dict] = None
+    baseline_checkpoint: Optional[str] = None
+
+
+def reduced_weights(run: RunInfo, reduced: BuiltNetwork, decision: Decision, images, labels, data_dir,
+                    recompute_bn: int, base: Optional[RunInfo], staging: str, log) -> Weights:
+    """The run's weights, or with `recompute_bn` the reduced network's own BatchNorm statistics (and the
+    baseline's alike); the error with training's statistics is measured first."""
+    if not recompute_bn:
+        return Weights(changed=False)
+    folder = os.path.join(staging, ".checkpoint")
+    trained_error = float(np.mean(reduced.logits(images).argmax(1) != labels))
+    bn_report = reestimate_bn(decision.plan, run, data_dir, recompute_bn, os.path.join(folder, "bn-recomputed"))
+    bn_report["val_error_trained_statistics"] = trained_error
+    reduced.load(os.path.join(folder, "bn-recomputed"))
+    log("BatchNorm statistics of the reduced network re-estimated on %d training images" % bn_report["images"])
+    base_weights = None
+    if base:
+        base_weights = os.path.join(folder, "baseline-bn-recomputed")
+        reestimate_bn(base.plan, base, data_dir, recompute_bn, base_weights)
+    return Weights(True, bn_report, base_weights)
+
+
+def write_artefacts(reduced: BuiltNetwork, decision: Decision, staging: str, version: int,
+                    quantize: Optional[str]) -> Tuple[str, List[str]]:
+    """The SavedModel in `<version>/`, the TFLite file(s), plan.json and reduction.json; (SavedModel, TFLite paths)."""
+    saved_model = os.path.join(staging, str(version))
+    reduced.write_saved_model(saved_model, SIGNATURE)
+    decision.plan.save(os.path.join(staging, PLAN_FILE))
+    decision.reduction.save(os.path.join(staging, REDUCTION_FILE))  # what was taken from the run's plan
+    flavours = [None] + ([quantize] if quantize else [])  # float32 always, the quantised file when asked
+    tflite = [os.path.join(staging, TFLITE_FILES[q]) for q in flavours]
+    for path, q in zip(tflite, flavours):
+        write_tflite(saved_model, path, q)
+    return saved_model, tflite
+
+
+def verify_artefacts(decision: Decision, reduced: BuiltNetwork, exact: bool, images, labels, saved_model: str,
+                     tflite: List[str], staging: str, version: int) -> dict:
+    """Every artefact, loaded in a clean process, against the reference: the gated model where the export keeps
+    its function, else (`exact`: removed responses not zero, or new statistics) the reduced network itself."""
+    with tempfile.TemporaryDirectory(dir=staging) as work:
+        results = standalone_results(saved_model, tflite, images, work)
+    report = {"val_error_gated": float(np.mean(decision.gated_logits.argmax(1) != labels))}
+    if exact:
+        reference = reduced.logits(images, CALIBRATION_BATCH)
+        agree, shut = np.ones(len(images), bool), {}
+    else:
+        reference = decision.gated_logits
+        agree, shut = kept_gates_closed(len(images), decision.maxima, decision.trained_epsilon,
+                                        list(decision.reduction.removed_blocks))
+    if not agree.any():
+        raise ExportVerificationFailed(
+            "on every calibration batch some kept block's gate was shut (%s), so the reduced network cannot be "
+            "compared with the gated model; calibrate on more images (--calib-batches)" % ", ".join(sorted(shut)))
+    report["gates_shut_on_kept_blocks"] = {"batches": int(np.ceil(np.sum(~agree) / CALIBRATION_BATCH)),
+                                           "of": int(np.ceil(len(images) / CALIBRATION_BATCH)),
+                                           "blocks": shut, "images_compared": int(agree.sum())}
+    report["artefacts"] = artefact_report(results, reference, labels, staging, str(version), agree)
+    report["verification"] = {k: report["artefacts"][str(version)][k] for k in ("max_abs_diff", "top1_agreement")}
+    report["val_error_export"] = report["artefacts"][str(version)]["val_error"]
+    if exact:
+        report["error_change"] = report["val_error_export"] - report["val_error_gated"]
+    for name in (str(version), TFLITE_FILES[None]):  # the quantised file is measured, not required to match
+        a = report["artefacts"][name]
+        if a["top1_agreement"] < 1.0 or a["max_abs_diff"] > MAX_ABS_DIFF:
+            raise ExportVerificationFailed(
+                "the exported network (%s) does not reproduce the %s on the calibration images (top-1 "
+                "agreement %.4f, max |logit diff| %.3g > %g); %s: nothing was exported"
+                % (name, "reduced network computed here" if exact else "gated model", a["top1_agreement"],
+                   a["max_abs_diff"], MAX_ABS_DIFF, "the artefact does not compute the reduced network" if exact
+                   else "a removed block's gate must have opened on some batch"))
     return report
 
 
@@ -469,9 +510,9 @@ class ExportVerificationFailed(Exception):
     """The export does not compute the trained function (exit code 1, nothing written)."""
 
 
-def size_report(plan: Plan, reduced: Plan, export_dir: str, staging: str) -> dict:
+def size_report(plan: Plan, reduced: Plan, export_dir: str, staging: str, trained: BuiltNetwork) -> dict:
     full_dir = os.path.join(staging, ".full")
-    write_saved_model(plan, None, full_dir)  # the full network in the export's format, for a fair size
+    trained.write_saved_model(full_dir, SIGNATURE)  # the trained network in the export's format, for a fair size
     before = dir_size(full_dir)
     shutil.rmtree(full_dir)
     return {"layers_before": plan.full_depth, "layers_after": reduced.depth,
@@ -481,13 +522,16 @@ def size_report(plan: Plan, reduced: Plan, export_dir: str, staging: str) -> dic
             "bytes_before": before, "bytes_after": dir_size(export_dir)}
 
 
-def speed_report(run: RunInfo, reduced: Plan, image_shape, epsilon: Optional[float]) -> dict:
+def speed_report(trained: BuiltNetwork, reduced: BuiltNetwork, repeats: int = 20) -> dict:
+    """Median ms per forward pass of the trained (gated) and the reduced network at batch 1 and 64, measured in
+    alternating rounds."""
     result = {}
     for batch in (1, 64):
-        full = latency(run.plan, run.checkpoint, image_shape, batch, gated_epsilon=epsilon)
-        small = latency(reduced, run.checkpoint, image_shape, batch)
+        times = interleaved_times({"gated": trained.forward_pass(batch), "export": reduced.forward_pass(batch)},
+                                  rounds=repeats)
+        full, small = float(np.median(times["gated"])), float(np.median(times["export"]))
         result["latency_b%d" % batch] = {"gated_ms": full * 1e3, "export_ms": small * 1e3, "speedup": full / small}
-    result["ideal_speedup"] = run.plan.flops / reduced.flops
+    result["ideal_speedup"] = trained.plan.flops / reduced.plan.flops
     return result
 
 

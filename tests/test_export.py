@@ -11,8 +11,9 @@ import pytest
 
 from eps_resnet.inference import build_inference_graph, check_checkpoint_matches
 from eps_resnet.plan import Plan, cifar_plan, imagenet_plan
+from eps_resnet.reduction import Reduction
 from eps_resnet.tfcompat import tf, tfv1
-from eps_resnet.rundir import DISCARDED_THRESHOLD
+from eps_resnet.rundir import discarded_in_record
 from tests import datafiles
 from tests.processes import ROOT, assert_one_line_error, run_script
 
@@ -76,7 +77,9 @@ def test_demo_export_layout_is_what_serving_stacks_expect(demo_export):
     _, out, proc = demo_export
     top = sorted(os.listdir(out))
     assert top == sorted(["1", ".eps-resnet-export", "model.tflite", "model_dynamic.tflite", "plan.json",
-                          "report.json", "report.md", "figures"]), top  # figures/: drawn there by the demo
+                          "reduction.json", "report.json", "report.md", "figures"]), top  # figures/: the demo's
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert Reduction.load(os.path.join(out, "reduction.json")) == Reduction(tuple(report["discarded"]))
     assert sorted(os.listdir(os.path.join(out, "1"))) == ["saved_model.pb", "variables"]
     for d, dirs, files in os.walk(out):  # readable by a serving user, not only by the one who exported
         assert os.stat(d).st_mode & 0o055 == 0o055, d
@@ -131,7 +134,7 @@ def test_demo_export_removes_the_discarded_blocks_and_reports(demo_export):
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
     last = [json.loads(l) for l in open(os.path.join(logdir, "discards.jsonl"))][-1]
-    closed = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD)
+    closed = discarded_in_record(last)
     # removed: exactly the blocks below ε on every held-out image; they are (nearly) the blocks training had
     # closed (its moving averages come from augmented training batches, calibration from clean held-out images)
     below = sorted(e["block"] for e in report["evidence"] if e["calibration_max"] < report["epsilon"])
@@ -300,3 +303,27 @@ def test_force_replaces_only_an_earlier_export_after_verification(demo_export, t
     (mine / "notes.txt").write_text("my notes")
     assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(mine), "--force"), "not an export")
     assert os.listdir(str(mine)) == ["notes.txt"]
+
+
+def test_the_demos_export_builds_each_network_once_and_reports_the_same(demo_export, tmp_path, monkeypatch):
+    """The demo's export again, in this process: the trained, reduced and baseline networks are each built once
+    (calibration, logits under other weights, the SavedModel and timing reuse them), plus one training-mode graph
+    per BatchNorm re-estimation: five graphs in all. The result is the demo's export."""
+    from eps_resnet.model import EpsResNet
+    from eps_resnet.prune import export
+    from eps_resnet.tfcompat import tfv1
+    logdir, out, _ = demo_export
+    report = json.load(open(os.path.join(out, "report.json")))
+    graphs = []
+    forward = EpsResNet.forward
+
+    def counted(self, *args, **kwargs):  # the real network, noting the graph it is built in
+        graphs.append(tfv1.get_default_graph())
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(EpsResNet, "forward", counted)
+    again = export(logdir, str(tmp_path / "again"), baseline=report["baseline_logdir"], quantize="dynamic",
+                   recompute_bn=report["recomputed_bn"]["images"] // 64, log=lambda m: None)
+    assert len(set(map(id, graphs))) == len(graphs) == 5
+    for key in ("discarded", "val_error_export", "val_error_gated", "baseline_val_error", "recomputed_bn",
+                "params_after", "flops_after", "verification"):
+        assert again[key] == report[key], key
