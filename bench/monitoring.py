@@ -10,7 +10,6 @@
     python bench/monitoring.py [--rounds 5] [--deep 125] [--skip-budget]
 """
 import argparse
-import dataclasses
 import glob
 import os
 import re

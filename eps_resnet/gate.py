@@ -16,7 +16,7 @@ The graph version computes the same value with the same gradient almost everywhe
   backward pass at all.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 

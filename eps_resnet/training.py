@@ -5,15 +5,15 @@ TensorBoard events, stats.json (tensorpack's per-epoch scalars), discards.jsonl 
 refuses a directory that holds anything; `resume=True` continues the run found there.
 """
 import dataclasses
-import json
 import logging
 import os
 import shutil
 from typing import Optional, Sequence, Tuple
 
 from . import UserError
-from .callbacks import (EpochCheckpoint, EpochRecorder, GateAgreement, InputWatchdog, LearningRateSetter,
-                        NaNGuard, RankEpochLog, StrictJSONWriter, TolerantInferenceRunner, WeightsInit)
+from .callbacks import EpochRecorder, GateAgreement, LearningRateSetter, RankEpochLog
+from .durability import (EpochCheckpoint, InputWatchdog, NaNGuard, StrictJSONWriter, TolerantInferenceRunner,
+                         WeightsInit)
 from .distributed import Ranks, cores_per_process
 from .data import build_dataflow, dataset_info, load_arrays, per_pixel_mean
 from .inference import check_checkpoint_matches
@@ -21,8 +21,8 @@ from .model import EpsResNet, ModelSettings, imagenet_normalisation
 from .schedule import LearningRatePolicy
 from .plan import Plan
 from .recipes import Recipe, build_plan
-from .rundir import (DISCARDED_THRESHOLD, DISCARDS_FILE, LOADING_DIR, PLAN_FILE, RunLock, has_content, read_records,
-                     read_settings, read_stats, release_locks, resolve_checkpoint, set_aside_unfinished_start,
+from .rundir import (DISCARDS_FILE, discarded_in_record, LOADING_DIR, PLAN_FILE, Run, RunLock, has_content,
+                     read_records, read_settings, read_stats, release_locks, resolve_checkpoint, set_aside_unfinished_start,
                      snapshot_checkpoint, trim_for_resume, write_settings)
 from .tfcompat import tf, tfv1
 
@@ -31,7 +31,6 @@ from tensorpack import (ClassificationError, DataParallelInferenceRunner, Estima
                         SyncMultiGPUTrainerReplicated, TFEventWriter, TrainConfig, launch_train_with_config)
 from tensorpack.dataflow import FakeData
 from tensorpack.tfutils.sesscreate import NewSessionCreator
-from tensorpack.tfutils.tower import TowerContext
 from tensorpack.utils import logger
 from tensorpack.utils.utils import fix_rng_seed
 
@@ -41,7 +40,7 @@ def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettin
     on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
     return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
-                         nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
+                         momentum=recipe.momentum, nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
                          branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed,
                          histogram_blocks=recipe.histogram_blocks)
 
@@ -158,10 +157,10 @@ def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bo
     if recipe.gpus and workers < 16:
         logger.warn("ImageNet on GPUs with %d dataflow workers: JPEG decoding may starve the GPUs (tensorpack's "
                     "ImageNet example asks for 16 or more); raise --workers on a machine with more cores" % workers)
-    train = build_dataflow("imagenet", "train", batch_per_tower, recipe.data_dir, workers=workers, image_size=size,
-                           imagenet_aug=recipe.imagenet_aug)
-    val = build_dataflow("imagenet", "val", batch_per_tower, recipe.data_dir, workers=workers, image_size=size,
-                         imagenet_aug=recipe.imagenet_aug)
+    train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=workers,
+                           image_size=size, imagenet_aug=recipe.imagenet_aug)
+    val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir,
+                         workers=workers, image_size=size, imagenet_aug=recipe.imagenet_aug)
     return train, val, None
 
 
@@ -469,15 +468,16 @@ def choose_trainer(setup: RankSetup, ranks: Optional[Ranks]):
 def summarize_run(logdir: str) -> dict:
     """Last epoch's validation error and discard record of a run, read from its files."""
     summary = {"logdir": logdir}
-    stats = read_stats(logdir)
+    run = Run.open(logdir)
+    stats = run.stats()
     if stats:
         summary["epoch"] = stats[-1].get("epoch_num")
         for key in ("val_error_reduced", "val_error_top5_reduced", "val_error", "val_side_error", "val_error_top5"):
             if key in stats[-1]:
                 summary[key] = stats[-1][key]
-    records = read_records(logdir)
+    records = run.records()
     if records and records[-1].get("gated", True):
         last = records[-1]
-        summary["discarded"] = sorted(n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD)
+        summary["discarded"] = discarded_in_record(last)
         summary["gated_blocks"] = len(last["blocks"])
     return summary

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 import eps_resnet  # noqa: F401
-from eps_resnet.callbacks import CheckpointWriter
+from eps_resnet.durability import CheckpointWriter
 from eps_resnet.tfcompat import tf, tfv1
 
 
