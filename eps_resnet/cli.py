@@ -59,7 +59,7 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
                         "batch 32, no faster at 128; start-up longer (ResNet-362: +35 s; README, Benchmarks)")
     p.add_argument("--histogram-blocks", type=int, default=recipe.histogram_blocks, metavar="N",
                    help="TensorBoard histograms of the kernels of N blocks evenly spaced along the depth, besides the "
-                        "stem and heads (default %(default)s; 0: none; all of ResNet-752's would be ~2.1 MB an epoch)")
+                        "stem and heads (default: %(default)s; 0: none; every block of ResNet-752 would be ~2.1 MB an epoch)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
@@ -86,7 +86,8 @@ def add_checkpoint_data_flags(p: argparse.ArgumentParser):
 
 
 def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
-    p.add_argument("--mean-from", choices=["train", "all"], default=recipe.mean_from,
+    from .data import MEAN_FROM
+    p.add_argument("--mean-from", choices=MEAN_FROM, default=recipe.mean_from,
                    help="images the subtracted mean image is computed from: the training split, or all splits "
                         "including the test split (the released code; docs/FIDELITY.md)")
 
@@ -154,7 +155,7 @@ def plan_table(plan: Plan, gated: bool) -> str:
 
 def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     """--dry-run: print the plan; otherwise train and print the outcome."""
-    from .data import require_data_dir
+    from .data import dataset_info, require_data_dir
     from .recipes import build_plan, check_fits_in_memory
     recipe = recipe.validate()
     plan = build_plan(recipe)
@@ -162,7 +163,7 @@ def run_training(recipe: Recipe, dry_run: bool = False) -> int:
         print(plan_table(plan, gated=not recipe.plain))
         return 0
     check_fits_in_memory(plan, recipe)
-    if not recipe.fake_data and recipe.dataset != "digits":
+    if not recipe.fake_data and dataset_info(recipe.dataset).needs_data_dir:
         if not recipe.data_dir:
             raise UserError("no dataset directory given; pass --data DIR (the folder that holds the %s files)"
                             % recipe.dataset)

@@ -155,7 +155,9 @@ class EpsResNet(ModelDesc):
             self.build_graph(image, label)
             if self.gated:
                 keep = reduced_network_keep(len(self.plan.block_names_gated))
-                with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True), tf.name_scope("reduced"):
+                # the same variables, in a name scope inside this tower's (tower1/reduced/... on a second GPU)
+                with tfv1.variable_scope(tfv1.get_variable_scope(), reuse=True, auxiliary_name_scope=False), \
+                        tf.name_scope("reduced"):
                     logits, _, _ = self.forward(image, keep=tf.unstack(keep, num=keep.shape[0]))
                     self._classification_losses(logits, label, "")
         return TowerFunc(build, self.get_input_signature())
@@ -216,9 +218,8 @@ class EpsResNet(ModelDesc):
 
             if block.shortcut == SHORTCUT_POOL_PAD:
                 shortcut = AvgPooling("pool", shortcut_in, 2)
-                pad = (block.out_channels - block.in_channels) // 2
                 paddings = [[0, 0], [0, 0], [0, 0], [0, 0]]
-                paddings[channel_axis] = [pad, block.out_channels - block.in_channels - pad]
+                paddings[channel_axis] = list(block.padding)
                 shortcut = tf.pad(shortcut, paddings)
             elif block.shortcut == SHORTCUT_CONV:
                 shortcut = self._conv("convshortcut", shortcut_in, block.out_channels, 1, strides=block.stride)
@@ -231,11 +232,13 @@ class EpsResNet(ModelDesc):
                 shortcut_removed, shortcut = tf.raw_ops.Switch(data=shortcut, pred=keep)
 
             if block.kind == "basic":
-                r = self._conv("conv1", residual_in, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
+                (m,) = block.inner_channels
+                r = self._conv("conv1", residual_in, m, 3, strides=block.stride, then_bn_relu=True)
                 r = self._conv("conv2", r, block.out_channels, 3)
             else:
-                r = self._conv("conv1", residual_in, block.mid_channels, 1, then_bn_relu=True)
-                r = self._conv("conv2", r, block.mid_channels, 3, strides=block.stride, then_bn_relu=True)
+                m1, m2 = block.inner_channels
+                r = self._conv("conv1", residual_in, m1, 1, then_bn_relu=True)
+                r = self._conv("conv2", r, m2, 3, strides=block.stride, then_bn_relu=True)
                 r = self._conv("conv3", r, block.out_channels, 1)
             if keep is not None:
                 return tf.identity(tf.raw_ops.Merge(inputs=[shortcut_removed, tf.add(shortcut, r)]).output,

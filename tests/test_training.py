@@ -6,7 +6,7 @@ import os
 import pytest
 
 from eps_resnet.plan import Plan, cifar_plan
-from eps_resnet.rundir import DISCARDED_THRESHOLD, read_records
+from eps_resnet.rundir import discarded_in_record, read_records
 from tests.processes import assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
@@ -23,7 +23,7 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
     assert stats[-1]["val_error"] <= 0.5, stats[-1]  # the gated model, gates decided per batch (README)
     records = records_by_epoch(logdir)
     last = records[max(records)]
-    discarded = [n for n, b in last["blocks"].items() if b["is_discarded"] >= DISCARDED_THRESHOLD]
+    discarded = discarded_in_record(last)
     assert 1 <= len(discarded) < len(last["blocks"]), discarded
     assert "discarded blocks: %d of 15" % len(discarded) in proc.stdout
 
@@ -34,7 +34,7 @@ def test_demo_trains_discards_some_blocks_and_keeps_others(demo_run):
     assert resets and resets[0] == rise, (rise, resets)
     assert records[rise]["learning_rate"] == pytest.approx(0.1)
     assert records[rise - 1]["learning_rate"] == pytest.approx(0.1) or records[rise - 1]["learning_rate"] < 0.1
-    first = min(e for e, r in records.items() if any(b["is_discarded"] >= DISCARDED_THRESHOLD for b in r["blocks"].values()))
+    first = min(e for e, r in records.items() if discarded_in_record(r))
     assert first in (rise, rise + 1), (first, rise)
     with open(os.path.join(logdir, "log.log")) as f:
         log = f.read()
@@ -95,7 +95,9 @@ def test_two_towers_share_one_epsilon(tmp_path):
     assert "discarded_cnt: " in log and "is_discarded/0_res1.0: " not in log
     assert "batch_response_max/1_res2.0: " not in log and "response_mean/" not in log
     with open(os.path.join(logdir, "stats.json")) as f:
-        assert "is_discarded/0_res1.0" in json.load(f)[-1]
+        last = json.load(f)[-1]
+    assert "is_discarded/0_res1.0" in last
+    assert 0.0 <= last["val_error_reduced"] <= 1.0  # the reduced network, validated on both towers too
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("TOWERS ", "SEEN ")))
     assert len(json.loads(out["TOWERS"])) == 2
     seen = json.loads(out["SEEN"])
