@@ -100,6 +100,41 @@ def run_stage(cmd, **popen_args) -> int:
         unregister()
 
 
+class BackgroundStage:
+    """A stage running beside the foreground one (`start_stage`): leaving the `with` block stops it if it still
+    runs (an interrupt or a failure of the other stage), giving it the time to stop cleanly first."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self._unregister = on_abort(proc.kill)
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def __enter__(self) -> "BackgroundStage":
+        return self
+
+    def __exit__(self, *exc):
+        import subprocess
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)  # Ctrl-C has told it already; a second one is ignored quietly
+                try:
+                    self.proc.wait(timeout=STOP_SECONDS - 1)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            self._unregister()
+        return False
+
+
+def start_stage(cmd, **popen_args) -> BackgroundStage:
+    """Start `cmd` (a script of ours) as a background stage of this command."""
+    import subprocess
+    return BackgroundStage(subprocess.Popen(cmd, **popen_args))
+
+
 def on_abort(cleanup: Callable[[], None]) -> Callable[[], None]:
     """Run `cleanup` (quickly, never raising) should the process be ended by `abort`; returns a function that
     unregisters it."""
