@@ -38,6 +38,7 @@ from tabulate import tabulate
 from . import UserError
 from .fileio import atomic_write_text
 from .data import dataset_info
+from .inference import BuiltNetwork
 from .figures import pyplot, save_figure
 from .prune import calibrate, calibration_images, check_calib_batches, check_recompute_bn, load_run, network_logits, reestimate_bn
 from .outputs import Staging, check_out
@@ -94,6 +95,9 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
     points = frontier_points(largest, trained)  # the first: prune_export's rule at the trained ε
     plan = run.plan
     rows = []
+    # one graph for every point (the blocks to remove are an input); re-estimated statistics need each its own
+    switchable = None if recompute_bn else BuiltNetwork(plan, run.checkpoint, image_shape=images.shape[1:],
+                                                        switchable=True)
     for p in points:
         reduced = plan.without(p["removed"])
         if recompute_bn:
@@ -102,7 +106,7 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
                 reestimate_bn(reduced, run, data_dir, recompute_bn, weights)
                 wrong = network_logits(reduced, weights, images).argmax(1) != labels
         else:
-            wrong = network_logits(reduced, run.checkpoint, images).argmax(1) != labels
+            wrong = switchable.logits(images, removed=p["removed"]).argmax(1) != labels
         rows.append({"epsilon": p["epsilon"], "blocks_removed": len(p["removed"]), "removed_blocks": p["removed"],
                      "layers_after": reduced.depth, "params_after": reduced.num_params, "flops_after": reduced.flops,
                      "compression_ratio": plan.full_depth / reduced.depth,
@@ -111,6 +115,8 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
         log("ε %-9g %2d of %d blocks removed, %3d layers: validation error %.2f%% (select %.2f%%, check %.2f%%)"
             % (p["epsilon"], len(p["removed"]), len(plan.blocks), reduced.depth, 100 * rows[-1]["val_error"],
                100 * rows[-1]["val_error_select"], 100 * rows[-1]["val_error_check"]))
+    if switchable:
+        switchable.close()
     for r in rows:
         r["error_change"] = 100 * (r["val_error"] - rows[0]["val_error"])
     result = {"logdir": os.path.abspath(logdir), "checkpoint": run.checkpoint, "dataset": run.recipe["dataset"],
@@ -148,6 +154,7 @@ def retrain_command(run, epsilon: float) -> str:
         parts += ["-d", str(r["depth"])]
     else:
         parts += ["-n", str(r["num_units"])] + (["--width", str(r["width"])] if r.get("width", 1) > 1 else [])
+        parts += ["--bottleneck"] if r.get("bottleneck") else []
     if r.get("data_dir"):
         parts += ["--data", r["data_dir"]]
     parts += ["--load", run.logdir, "-e", "%g" % epsilon, "--epsilon-start", "0",

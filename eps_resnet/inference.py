@@ -27,6 +27,7 @@ class InferenceGraph:
     outputs: Dict[str, "tf.Tensor"]                  # logits, probabilities, classes
     response_max: Dict[str, "tf.Tensor"] = field(default_factory=dict)  # block -> [batch] (gated plans)
     epsilon: Optional["tf.Variable"] = None            # ε variable (gated plans)
+    keep: Optional["tf.Tensor"] = None                 # switchable graphs: bool [kept blocks], False removes one
 
     @property
     def logits(self):
@@ -44,23 +45,25 @@ class InferenceGraph:
 
 
 def build_inference_graph(plan: Plan, epsilon: Optional[float] = None, batch: Optional[int] = None,
-                          image_shape: Optional[Iterable[int]] = None) -> InferenceGraph:
+                          image_shape: Optional[Iterable[int]] = None, switchable: bool = False) -> InferenceGraph:
     """The forward graph of `plan` in a new tf.Graph: gated when `epsilon` is given, else the plain network
-    (discarded blocks of a reduced plan are shortcuts only)."""
+    (discarded blocks of a reduced plan are shortcuts only). `switchable`: a plain network with a `keep` input,
+    one flag per block with a residual branch, so that one graph computes `plan.without(any of them)`."""
     shape = list(image_shape) if image_shape is not None else [plan.image_size, plan.image_size, 3]
     graph = tf.Graph()
     with graph.as_default():
         image = tfv1.placeholder(tf.uint8, [batch] + shape, name="image")
-        model = EpsResNet(plan, ModelSettings(epsilon=epsilon, side_weight=0.0))
+        model = EpsResNet(plan, ModelSettings(epsilon=None if switchable else epsilon, side_weight=0.0))
+        keep = tfv1.placeholder(tf.bool, [len(plan.kept_blocks)], name="keep") if switchable else None
         with PredictTowerContext(""):
-            logits, _, _ = model.forward(image)
+            logits, _, _ = model.forward(image, keep=tf.unstack(keep, num=len(plan.kept_blocks)) if switchable else None)
         outputs = {"logits": logits, "probabilities": tf.nn.softmax(logits, name="probabilities"),
                    "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
         response_max = {}
-        if epsilon is not None:
+        if epsilon is not None and not switchable:
             response_max = {b.name: graph.get_tensor_by_name(b.name + "/response_max:0") for b in plan.kept_blocks}
-        eps = find_shared_variable("epsilon", graph) if epsilon is not None else None
-    return InferenceGraph(graph, image, outputs, response_max, eps)
+        eps = find_shared_variable("epsilon", graph) if epsilon is not None and not switchable else None
+    return InferenceGraph(graph, image, outputs, response_max, eps, keep)
 
 
 # Variables that checkpoints written before they existed lack; such a checkpoint keeps their initial values,
@@ -85,9 +88,10 @@ class BuiltNetwork:
     logits under other weights, the SavedModel and timing all run on it (each new graph costs seconds and grows
     with depth)."""
 
-    def __init__(self, plan: Plan, checkpoint: str, epsilon: Optional[float] = None, image_shape=None):
+    def __init__(self, plan: Plan, checkpoint: str, epsilon: Optional[float] = None, image_shape=None,
+                 switchable: bool = False):
         self.plan = plan
-        self.net = build_inference_graph(plan, epsilon=epsilon, image_shape=image_shape)
+        self.net = build_inference_graph(plan, epsilon=epsilon, image_shape=image_shape, switchable=switchable)
         check_checkpoint_matches(plan, checkpoint, net=self.net)
         self.sess = tfv1.Session(graph=self.net.graph)
         with self.net.graph.as_default():
@@ -101,14 +105,20 @@ class BuiltNetwork:
                 self._saver.restore(self.sess, checkpoint)
             self.checkpoint = checkpoint
 
-    def run(self, fetch: dict, images: np.ndarray, batch_size: int) -> Dict[str, np.ndarray]:
-        """`fetch` (name -> tensor) over `images` in batches, concatenated."""
-        outs = [self.sess.run(fetch, {self.net.image: images[i:i + batch_size]})
+    def run(self, fetch: dict, images: np.ndarray, batch_size: int, removed: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+        """`fetch` (name -> tensor) over `images` in batches, concatenated; a switchable network without the
+        residual branches of `removed`."""
+        feed = {}
+        if self.net.keep is not None:
+            feed[self.net.keep] = [b.name not in removed for b in self.plan.kept_blocks]
+        elif removed:
+            raise ValueError("this network is not switchable; build it with switchable=True")
+        outs = [self.sess.run(fetch, {**feed, self.net.image: images[i:i + batch_size]})
                 for i in range(0, len(images), batch_size)]
         return {k: np.concatenate([o[k] for o in outs]) for k in fetch}
 
-    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        return self.run({"logits": self.net.logits}, images, batch_size)["logits"]
+    def logits(self, images: np.ndarray, batch_size: int = 64, removed: Sequence[str] = ()) -> np.ndarray:
+        return self.run({"logits": self.net.logits}, images, batch_size, removed)["logits"]
 
     def forward_pass(self, batch: int, seed: int = 0) -> Callable[[], object]:
         """A call that runs one forward pass at `batch` random images (for interleaved_times)."""

@@ -151,3 +151,23 @@ def test_the_sliced_network_computes_the_full_one_with_the_pruned_channels_zeroe
     expected = network_logits(plan.without(["res2.0"]), str(tmp_path / "zeroed"), images)
     np.testing.assert_allclose(network_logits(reduced, str(tmp_path / "sliced"), images), expected, rtol=1e-4, atol=1e-4)
     assert np.abs(network_logits(plan.without(["res2.0"]), full, images) - expected).max() > 1e-2  # zeroing mattered
+
+
+def test_one_switchable_graph_computes_every_block_removal(tmp_path):
+    """The frontier evaluates each of its points on one graph whose input says which blocks to remove: the same
+    logits as the reduced network built for that removal."""
+    from eps_resnet.inference import BuiltNetwork, build_inference_graph, write_variables
+    from eps_resnet.tfcompat import tfv1
+    plan = cifar_plan(1, image_size=16)
+    net = build_inference_graph(plan)
+    with net.graph.as_default(), net.session() as sess:
+        variables = dict(zip([v.op.name for v in tfv1.global_variables()], sess.run(tfv1.global_variables())))
+    write_variables(variables, str(tmp_path / "weights"))
+    images = np.random.RandomState(1).randint(0, 256, (6, 16, 16, 3)).astype(np.uint8)
+    switchable = BuiltNetwork(plan, str(tmp_path / "weights"), switchable=True)
+    for removed in ([], ["res2.0"], ["res1.0", "res3.0"]):
+        reduced = BuiltNetwork(plan.without(removed), str(tmp_path / "weights"))
+        np.testing.assert_array_equal(switchable.logits(images, removed=removed), reduced.logits(images))
+        reduced.close()
+    with pytest.raises(ValueError, match="not switchable"):
+        BuiltNetwork(plan, str(tmp_path / "weights")).logits(images, removed=["res2.0"])
