@@ -18,6 +18,15 @@ def run_script(script, *args, timeout=900, check=False, env=None):
     return proc
 
 
+def run_scripts(*commands, side_by_side=2, timeout=900, check=False):
+    """Each command (a tuple: script, then its args) as run_script would run it, `side_by_side` at a time: most of
+    a short run is TensorFlow's start-up on one core, so two share a 2-core machine well. Results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(side_by_side) as pool:
+        futures = [pool.submit(run_script, *command, timeout=timeout, check=check) for command in commands]
+        return [f.result() for f in futures]
+
+
 def error_lines(proc):
     """The non-empty stderr lines of a failed run, without TensorFlow's start-up chatter."""
     return [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith(("WARNING: All log", "I0000", "E0000", "W0000"))]

@@ -15,7 +15,7 @@ from eps_resnet.reduction import Reduction
 from eps_resnet.tfcompat import tf, tfv1
 from eps_resnet.rundir import discarded_in_record
 from tests import datafiles
-from tests.processes import ROOT, assert_one_line_error, run_script
+from tests.processes import ROOT, assert_one_line_error, run_script, run_scripts
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
 
@@ -174,16 +174,21 @@ def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):
     assert [b.name for b in reduced.discarded_blocks] == ["res1.0", "res2.0", "res3.0"]
 
 
-def test_a_gated_wide_resnet_trains_prunes_and_exports_verified(tmp_path):
-    """--width 2: every block of the WRN is gated; where channels change the 1x1 convolution shortcut (fed by the
-    block's BN+ReLU) survives the removal of the residual branch, and the export reproduces the gated model."""
-    logdir = str(tmp_path / "wide")
-    proc = run_script("train_cifar.py", "--demo", "-n", "1", "--width", "2", "-e", "1e6", "--epsilon-start", "0",
+@pytest.mark.parametrize("network", ["--width 2", "--bottleneck"])
+def test_gated_wide_and_bottleneck_resnets_train_prune_and_export_verified(tmp_path, network):
+    """--width 2 (WRN-10-2) and --bottleneck (ResNet-11, the pre-activation paper's units): every block is gated;
+    where channels change the 1x1 convolution shortcut (fed by the block's BN+ReLU) survives the removal of the
+    residual branch, and the export reproduces the gated model."""
+    logdir = str(tmp_path / "run")
+    proc = run_script("train_cifar.py", "--demo", "-n", "1", *network.split(), "-e", "1e6", "--epsilon-start", "0",
                       "--max-epoch", "1", "--steps-per-epoch", "3", "--logdir", logdir, check=True)
     assert "discarded blocks: 3 of 3" in proc.stdout
     plan = Plan.load(os.path.join(logdir, "plan.json"))
-    assert plan == cifar_plan(1, image_size=16, width=2) and plan.title == "WRN-10-2"
-    assert [b.out_channels for b in plan.blocks] == [32, 64, 128]
+    wide = network == "--width 2"
+    assert plan == cifar_plan(1, image_size=16, width=2 if wide else 1, bottleneck=not wide)
+    assert plan.title == ("WRN-10-2" if wide else "ResNet-11")
+    channels = [32, 64, 128] if wide else [64, 128, 256]
+    assert [b.out_channels for b in plan.blocks] == channels
     assert [(b.preact, b.shortcut) for b in plan.blocks] == [("none", "conv"), ("both", "conv"), ("both", "conv")]
     out = str(tmp_path / "export")
     proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
@@ -191,9 +196,9 @@ def test_a_gated_wide_resnet_trains_prunes_and_exports_verified(tmp_path):
     reduced = Plan.load(os.path.join(out, "plan.json"))
     assert len(reduced.discarded_blocks) == 3
     report = json.load(open(os.path.join(out, "report.json")))
-    # what is left: the stem, three 1x1 shortcuts with their BN, the head
-    assert report["params_after"] == 16 * 27 + 32 + (16 * 32) + (2 * 32 + 32 * 64) + (2 * 64 + 64 * 128) + \
-        2 * 128 + 128 * 10 + 10
+    # what is left: the stem, three 1x1 shortcuts (with their BN+ReLU after the first), the head
+    a, b, c = channels
+    assert report["params_after"] == 16 * 27 + 32 + (16 * a) + (2 * a + a * b) + (2 * b + b * c) + 2 * c + c * 10 + 10
     assert report["verification"]["top1_agreement"] == 1.0
     # the SavedModel, loaded by plain TensorFlow in a fresh process, computes the gated model
     from eps_resnet.data import load_arrays
@@ -247,39 +252,36 @@ def test_imagenet_checkpoint_without_normalisation_variables_restores_the_intend
 def test_bad_export_requests(demo_export, tmp_path):
     logdir, out, _ = demo_export
     export_before = listing(out)
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", out), "already holds version 1", "--force")
-    assert listing(out) == export_before
-
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(run_script("prune_export.py", str(empty), "--out", str(tmp_path / "x")), "plan.json")
-    # --baseline must be a plain run on the same data
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(tmp_path / "x"), "--baseline", logdir),
-                          "is an ε-ResNet run", "--plain")
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(tmp_path / "x"), "--baseline",
-                                     str(tmp_path / "nowhere")), "does not exist")
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(tmp_path / "x"), "--recompute-bn", "-1"),
-                          "--recompute-bn takes a number of training batches")
-
     # a plan of another depth next to this checkpoint: the first missing variable is named
     other = tmp_path / "other"
     shutil.copytree(logdir, str(other))
     cifar_plan(6, image_size=16).save(str(other / "plan.json"))
-    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "y")),
-                          "does not match this network", "res1.5/")
-
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    assert_one_line_error(run_script("prune_export.py", logdir, "--out", str(blocker / "sub")), "cannot write")
-
     # a run whose calibration data is gone
-    cifar = tmp_path / "cifar"
-    cifar.mkdir()
-    run_json = json.loads((other / "run.json").read_text())
-    run_json["recipe"].update(dataset="cifar10", data_dir=str(cifar / "moved-away"))
-    (other / "run.json").write_text(json.dumps(run_json))
-    cifar_plan(2).save(str(other / "plan.json"))
-    assert_one_line_error(run_script("prune_export.py", str(other), "--out", str(tmp_path / "z")), "does not exist")
+    moved = tmp_path / "moved"
+    shutil.copytree(logdir, str(moved))
+    run_json = json.loads((moved / "run.json").read_text())
+    run_json["recipe"].update(dataset="cifar10", data_dir=str(tmp_path / "cifar" / "moved-away"))
+    (moved / "run.json").write_text(json.dumps(run_json))
+    cifar_plan(2).save(str(moved / "plan.json"))
+    x = str(tmp_path / "x")
+    requests = [  # (command, what its one error line says)
+        (("prune_export.py", logdir, "--out", out), ("already holds version 1", "--force")),
+        (("prune_export.py", str(empty), "--out", x), ("plan.json",)),
+        # --baseline must be a plain run on the same data
+        (("prune_export.py", logdir, "--out", x, "--baseline", logdir), ("is an ε-ResNet run", "--plain")),
+        (("prune_export.py", logdir, "--out", x, "--baseline", str(tmp_path / "nowhere")), ("does not exist",)),
+        (("prune_export.py", logdir, "--out", x, "--recompute-bn", "-1"),
+         ("--recompute-bn takes a number of training batches",)),
+        (("prune_export.py", str(other), "--out", str(tmp_path / "y")), ("does not match this network", "res1.5/")),
+        (("prune_export.py", logdir, "--out", str(blocker / "sub")), ("cannot write",)),
+        (("prune_export.py", str(moved), "--out", str(tmp_path / "z")), ("does not exist",))]
+    for proc, (_, fragments) in zip(run_scripts(*[command for command, _ in requests]), requests):
+        assert_one_line_error(proc, *fragments)
+    assert listing(out) == export_before
     for name in ("x", "y", "z"):
         assert not (tmp_path / name).exists()
     assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".export-")]

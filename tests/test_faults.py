@@ -373,7 +373,7 @@ def test_kill_anywhere_and_resume_gives_the_uninterrupted_trajectory(tmp_path):
     The per-epoch (learning rate, ε, step, discarded_cnt) must equal an uninterrupted run's, with the adaptive
     learning-rate reset (a forced discard in epoch 2) at the same epoch."""
     straight = str(tmp_path / "straight")
-    run_script("train_cifar.py", *KILL_ARGS, "--logdir", straight, check=True)
+    uninterrupted = start_script("train_cifar.py", *KILL_ARGS, "--logdir", straight)  # beside the killed ones
     rng = random.Random(11)
     logdir = str(tmp_path / "killed")
     records = os.path.join(logdir, "discards.jsonl")
@@ -398,6 +398,7 @@ def test_kill_anywhere_and_resume_gives_the_uninterrupted_trajectory(tmp_path):
         assert proc.wait(timeout=600) == 0, proc.stderr[-3000:]
         break
     assert kills >= 3
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr[-3000:]
     assert trajectory(logdir) == trajectory(straight)
     assert sorted(trajectory(logdir)) == [1, 2, 3, 4, 5]
     assert any(r["lr_reset"] for r in read_records(logdir))

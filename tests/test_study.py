@@ -6,16 +6,17 @@ import pytest
 
 from eps_resnet.plan import cifar_plan
 from tests import datafiles
-from tests.processes import assert_one_line_error, run_script
+from tests.processes import assert_one_line_error, run_script, run_scripts
 
 pytestmark = pytest.mark.slow  # trains through the real scripts (make test-fast skips it)
 
 TINY = ("--max-epoch", "2", "--steps-per-epoch", "3", "--batch", "16")
 
 
-def train(logdir, *args):
-    run_script("train_cifar.py", *(args + TINY + ("--logdir", logdir)), check=True)
-    return logdir
+def train(*runs):
+    """Each (logdir, flags...) trained by train_cifar.py, two side by side; the log directories."""
+    run_scripts(*[("train_cifar.py",) + tuple(args) + TINY + ("--logdir", logdir) for logdir, *args in runs], check=True)
+    return [logdir for logdir, *_ in runs]
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,11 @@ def runs(tmp_path_factory):
     cifar = str(root / "cifar")
     datafiles.write_cifar10(cifar, per_batch=8, test=10)
     closed = ("-e", "1e6", "--epsilon-start", "0")
-    return {"plain8": train(str(root / "plain8"), "--demo", "--plain", "-n", "1"),
-            "plain14": train(str(root / "plain14"), "--demo", "--plain", "-n", "2"),
-            "closed8": train(str(root / "closed8"), "--demo", "-n", "1", *closed),
-            "closed14": train(str(root / "closed14"), "--demo", "-n", "2", *closed),
-            "open8": train(str(root / "open8"), "--demo", "-n", "1", "-e", "1e-6", "--epsilon-start", "0"),
-            "cifar8": train(str(root / "cifar8"), "--data", cifar, "--plain", "-n", "1", "--workers", "0")}
+    runs = {"plain8": ("--demo", "--plain", "-n", "1"), "plain14": ("--demo", "--plain", "-n", "2"),
+            "closed8": ("--demo", "-n", "1", *closed), "closed14": ("--demo", "-n", "2", *closed),
+            "open8": ("--demo", "-n", "1", "-e", "1e-6", "--epsilon-start", "0"),
+            "cifar8": ("--data", cifar, "--plain", "-n", "1", "--workers", "0")}
+    return dict(zip(runs, train(*[(str(root / name),) + args for name, args in runs.items()])))
 
 
 def last_val_error(logdir):
