@@ -66,10 +66,15 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
 
 
 def cifar_network_flags(recipe: Recipe):
-    """The network flags of the CIFAR-style scripts (CIFAR, SVHN, the digits): -n/--num-units and --width."""
+    """The network flags of the CIFAR-style scripts (CIFAR, SVHN, the digits): -n/--num-units, --bottleneck and
+    --width."""
     def add(p: argparse.ArgumentParser):
         p.add_argument("-n", "--num-units", type=int, default=recipe.num_units,
-                       help="blocks per group: depth 6n+2 (ResNet-110: 18, the 752-layer network: 125)")
+                       help="blocks per group: depth 6n+2 (ResNet-110: 18, the 752-layer network: 125), with "
+                            "--bottleneck 9n+2 (ResNet-164: 18, ResNet-1001: 111)")
+        p.add_argument("--bottleneck", action="store_true", default=recipe.bottleneck,
+                       help="the pre-activation paper's bottleneck units (1x1, 3x3, 1x1; 64, 128, 256 channels), "
+                            "every unit gated (default: %(default)s, basic blocks)")
         p.add_argument("--width", type=int, default=recipe.width, metavar="K",
                        help="channel multiplier: K > 1 gives the wide residual network WRN-(6n+4)-K, every block "
                             "gated (WRN-28-10: -n 4 --width 10, 36.5 M parameters), with 1x1 convolution shortcuts "
@@ -124,7 +129,7 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     if args.no_side:
         changes["side_weight"] = 0.0
     if getattr(args, "num_units", None) is not None:  # the CIFAR-style scripts (cifar_network_flags)
-        changes.update(num_units=args.num_units, width=args.width)
+        changes.update(num_units=args.num_units, width=args.width, bottleneck=args.bottleneck)
     if args.xla and "tensorflow" not in sys.modules:
         # auto-clustering of CPU ops (GPU ops need nothing more); TensorFlow reads the flag when it loads
         flags = os.environ.get("TF_XLA_FLAGS", "")

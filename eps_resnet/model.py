@@ -231,14 +231,16 @@ class EpsResNet(ModelDesc):
                 residual_in = tf.raw_ops.Switch(data=residual_in, pred=keep).output_true
                 shortcut_removed, shortcut = tf.raw_ops.Switch(data=shortcut, pred=keep)
 
+            def stride(k):
+                return block.stride if k == block.stride_at else 1
             if block.kind == "basic":
                 (m,) = block.inner_channels
-                r = self._conv("conv1", residual_in, m, 3, strides=block.stride, then_bn_relu=True)
-                r = self._conv("conv2", r, block.out_channels, 3)
+                r = self._conv("conv1", residual_in, m, 3, strides=stride(1), then_bn_relu=True)
+                r = self._conv("conv2", r, block.out_channels, 3, strides=stride(2))
             else:
                 m1, m2 = block.inner_channels
-                r = self._conv("conv1", residual_in, m1, 1, then_bn_relu=True)
-                r = self._conv("conv2", r, m2, 3, strides=block.stride, then_bn_relu=True)
+                r = self._conv("conv1", residual_in, m1, 1, strides=stride(1), then_bn_relu=True)
+                r = self._conv("conv2", r, m2, 3, strides=stride(2), then_bn_relu=True)
                 r = self._conv("conv3", r, block.out_channels, 1)
             if keep is not None:
                 return tf.identity(tf.raw_ops.Merge(inputs=[shortcut_removed, tf.add(shortcut, r)]).output,

@@ -25,6 +25,7 @@ IMAGENET_DEPTHS = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),  # the pre-activation paper's (fb.resnet.torch's preresnet.lua)
 }
 
 # How a block's input reaches its two branches.
@@ -54,6 +55,8 @@ class Block:
     # Set only by Plan.reduce (channel pruning); None means the unreduced network's value.
     mid2_channels: Optional[int] = None  # a bottleneck's second inner convolution, when it differs from the first
     pad_before: Optional[int] = None     # pool_pad: zero channels before the input's (None: half the padding)
+    strided_conv: Optional[int] = None   # which residual convolution strides (None: conv1 of a basic block, the
+    #                                      3x3 conv2 of a bottleneck; the CIFAR bottleneck units stride their first 1x1)
 
     @property
     def inner_channels(self) -> Tuple[int, ...]:
@@ -61,6 +64,13 @@ class Block:
         if self.kind == "basic":
             return (self.mid_channels,)
         return (self.mid_channels, self.mid_channels if self.mid2_channels is None else self.mid2_channels)
+
+    @property
+    def stride_at(self) -> int:
+        """The residual convolution (1, 2, ...) that carries the block's stride."""
+        if self.strided_conv is not None:
+            return self.strided_conv
+        return 1 if self.kind == "basic" else 2
 
     @property
     def padding(self) -> Tuple[int, int]:
@@ -117,7 +127,8 @@ class Block:
             (m,) = self.inner_channels
             return s_out ** 2 * 9 * (self.in_channels * m + m * self.out_channels)
         m1, m2 = self.inner_channels
-        return s_in ** 2 * self.in_channels * m1 + s_out ** 2 * 9 * m1 * m2 + s_out ** 2 * m2 * self.out_channels
+        first = s_out if self.stride_at == 1 else s_in  # a strided first 1x1 convolution runs at the output size
+        return first ** 2 * self.in_channels * m1 + s_out ** 2 * 9 * m1 * m2 + s_out ** 2 * m2 * self.out_channels
 
     @property
     def flops(self) -> int:
@@ -216,12 +227,19 @@ class Plan:
     @property
     def width(self) -> int:
         """Channel multiplier of a CIFAR-style network (1: the paper's ResNet; k > 1: WRN-(6n+4)-k)."""
-        return self.blocks[0].out_channels // 16 if self.style == CIFAR_STYLE else 1
+        return self.blocks[0].mid_channels // 16 if self.style == CIFAR_STYLE else 1
+
+    @property
+    def bottleneck(self) -> bool:
+        return self.blocks[0].kind == "bottleneck"
 
     @property
     def title(self) -> str:
-        """ResNet-110, ResNet-101, or WRN-28-10 (WRN depths count the conv shortcuts, as their paper does)."""
+        """ResNet-110, ResNet-164, ResNet-101, or WRN-28-10 (WRN depths count the conv shortcuts, as their paper
+        does); a widened bottleneck network: ResNet-164-w2."""
         if self.width > 1:
+            if self.bottleneck:
+                return "ResNet-%d-w%d" % (self.full_depth, self.width)
             return "WRN-%d-%d" % (self.full_depth + 2, self.width)
         return "ResNet-%d" % self.full_depth
 
@@ -321,8 +339,9 @@ class Plan:
             raise UserError("%s not found; a training log directory holds plan.json" % path)
 
 
-def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32, width: int = 1) -> Plan:
-    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN; the digits demo: 16×16).
+def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32, width: int = 1, bottleneck: bool = False) -> Plan:
+    """Pre-activation ResNet of depth 6n+2 for 32×32 inputs (CIFAR-10/100, SVHN; the digits demo: 16×16); with
+    `bottleneck`, the pre-activation paper's bottleneck network of depth 9n+2 (cifar_bottleneck_blocks).
 
     `width` k > 1 gives the wide residual network WRN-(6n+4)-k of Zagoruyko & Komodakis (2016): groups of 16k,
     32k and 64k channels after the 16-channel stem (WRN-28-10 is n=4, k=10). Where a block changes the channel
@@ -337,6 +356,9 @@ def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32, width: int =
         raise UserError("width must be an integer >= 1, got %r" % (width,))
     if num_classes < 2:
         raise UserError("num_classes must be >= 2, got %r" % (num_classes,))
+    if bottleneck:
+        return Plan(style=CIFAR_STYLE, num_classes=num_classes, image_size=image_size, stem_channels=16,
+                    blocks=cifar_bottleneck_blocks(n, image_size, width), side_block="res2.%d" % (n // 2))
     blocks = []
     size, channels = image_size, 16
     for g, group_width in enumerate((16, 32, 64), start=1):
@@ -357,6 +379,33 @@ def cifar_plan(n: int, num_classes: int = 10, image_size: int = 32, width: int =
             size, channels = -(-size // stride), out
     return Plan(style=CIFAR_STYLE, num_classes=num_classes, image_size=image_size, stem_channels=16,
                 blocks=tuple(blocks), side_block="res2.%d" % (n // 2))
+
+
+def cifar_bottleneck_blocks(n: int, image_size: int, width: int = 1) -> Tuple[Block, ...]:
+    """The units of ResNet-164 (n = 18) and ResNet-1001 (n = 111) of He et al., "Identity Mappings in Deep
+    Residual Networks" (2016), as their released code builds them (KaimingHe/resnet-1k-layers): three groups of n
+    bottleneck units (1x1, 3x3, 1x1) of 64, 128 and 256 output channels (inner width a quarter), after a
+    16-channel stem. The first unit of each group changes the channel count: BN+ReLU feeds both branches, the
+    shortcut is a 1x1 convolution with the unit's stride, and the first 1x1 convolution of the residual branch
+    carries the stride. `width` k multiplies every channel count but the stem's."""
+    blocks = []
+    size, channels = image_size, 16
+    for g, group_width in enumerate((16, 32, 64), start=1):
+        mid = group_width * width
+        out = 4 * mid
+        for k in range(n):
+            stride = 2 if (g > 1 and k == 0) else 1
+            if k == 0:  # 16 -> 64k, 64k -> 128k, 128k -> 256k
+                preact = PREACT_NONE if g == 1 else PREACT_BOTH  # the stem already ends in BN+ReLU
+                shortcut = SHORTCUT_CONV
+            else:
+                preact, shortcut = PREACT_RESIDUAL, SHORTCUT_IDENTITY
+            blocks.append(Block(
+                name="res%d.%d" % (g, k), group=g, index=k, kind="bottleneck",
+                in_channels=channels, mid_channels=mid, out_channels=out, stride=stride, in_size=size,
+                preact=preact, shortcut=shortcut, strided_conv=1))
+            size, channels = -(-size // stride), out
+    return tuple(blocks)
 
 
 def imagenet_plan(depth: int, num_classes: int = 1000, image_size: int = 224) -> Plan:

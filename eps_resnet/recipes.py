@@ -29,6 +29,7 @@ class Recipe:
     dataset: str                          # cifar10, cifar100, svhn, imagenet, digits
     num_units: int = 18                   # blocks per group, CIFAR-style networks (depth 6n+2)
     width: int = 1                        # channel multiplier of CIFAR-style networks (k > 1: WRN-(6n+4)-k)
+    bottleneck: bool = False              # CIFAR-style: bottleneck units, depth 9n+2 (ResNet-164, ResNet-1001)
     depth: int = 101                      # ImageNet depth (18, 34, 50, 101, 152)
     epsilon: Optional[float] = 2.5        # None: plain pre-activation ResNet (no gates)
     epsilon_start_epoch: int = 0          # ε is 0 (gates open) until this epoch ends
@@ -92,6 +93,8 @@ class Recipe:
 
     def run_name(self):
         net = "resnet%d" % self.depth if self.style == "imagenet" else "n%d" % self.num_units
+        if self.style != "imagenet" and self.bottleneck:
+            net += "-bottleneck"
         if self.style != "imagenet" and self.width > 1:
             net += "-w%d" % self.width
         variant = "plain" if self.plain else "eps%g" % self.epsilon
@@ -164,6 +167,7 @@ class Recipe:
 
 # What a --resume must not change (the flag that sets it, or the recipe field), and what it may.
 _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units", "width": "--width",
+            "bottleneck": "--bottleneck",
             "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
             "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
             "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",
@@ -227,7 +231,8 @@ def build_plan(recipe: Recipe, num_classes: Optional[int] = None) -> Plan:
     size = recipe.image_size if recipe.image_size is not None else dataset_info(recipe.dataset).image_size
     if recipe.style == "imagenet":
         return imagenet_plan(recipe.depth, num_classes=num_classes, image_size=size)
-    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width)
+    return cifar_plan(recipe.num_units, num_classes=num_classes, image_size=size, width=recipe.width,
+                      bottleneck=recipe.bottleneck)
 
 
 def machine_memory_bytes() -> int:

@@ -32,10 +32,10 @@ def trainable_count():
     return sum(int(np.prod(v.shape)) for v in tfv1.trainable_variables())
 
 
-@pytest.mark.parametrize("plan", [cifar_plan(1), cifar_plan(2, num_classes=100),
+@pytest.mark.parametrize("plan", [cifar_plan(1), cifar_plan(2, num_classes=100), cifar_plan(1, bottleneck=True),
                                   imagenet_plan(18, num_classes=10, image_size=32),
                                   imagenet_plan(50, num_classes=10, image_size=32)],
-                         ids=["cifar-n1", "cifar100-n2", "imagenet18", "imagenet50"])
+                         ids=["cifar-n1", "cifar100-n2", "cifar-bottleneck-n1", "imagenet18", "imagenet50"])
 def test_graph_parameter_count_equals_plan(plan):
     with tf.Graph().as_default():
         build(EpsResNet(plan, ModelSettings(epsilon=2.0)))
@@ -46,7 +46,7 @@ def test_graph_parameter_count_equals_plan(plan):
 
 
 def test_reduced_plan_graph_matches_its_count_for_both_styles():
-    for plan, drop in ((cifar_plan(2), ["res2.0", "res3.1"]),
+    for plan, drop in ((cifar_plan(2), ["res2.0", "res3.1"]), (cifar_plan(2, bottleneck=True), ["res2.0", "res3.1"]),
                        (imagenet_plan(18, num_classes=10, image_size=32), ["group1/block0", "group3/block1"])):
         reduced = plan.without(drop)
         with tf.Graph().as_default():
@@ -266,3 +266,16 @@ def test_validation_tower_scores_the_reduced_network_an_export_builds_and_skips_
     np.testing.assert_array_equal(reduced, exported)
     np.testing.assert_array_equal(wrong, (exported.argmax(1) != labels).astype(np.float32))
     assert not np.array_equal(gated, reduced)  # the gated tower beside it shut every gate
+
+
+def test_cifar_bottleneck_units_stride_their_first_convolution_and_keep_the_map_sizes():
+    """The pre-activation paper's released units: the first 1x1 convolution of a group's first unit strides (as
+    does its 1x1 shortcut); every unit's output has the plan's size and channels."""
+    plan = cifar_plan(1, bottleneck=True)
+    with tf.Graph().as_default() as graph:
+        build(EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0)), is_training=False, batch=2)
+        for b in plan.blocks:
+            conv1 = graph.get_tensor_by_name(b.name + "/conv1/output:0")
+            out = graph.get_tensor_by_name(b.name + "/output:0")
+            assert conv1.shape.as_list() == [2, b.out_size, b.out_size, b.mid_channels], b.name
+            assert out.shape.as_list() == [2, b.out_size, b.out_size, b.out_channels], b.name

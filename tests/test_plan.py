@@ -113,3 +113,53 @@ def test_histogram_blocks_are_evenly_spaced_from_first_to_last():
     assert max(gaps) - min(gaps) <= 1
     assert plan.evenly_spaced_blocks(0) == []
     assert plan.evenly_spaced_blocks(1000) == kept
+
+
+def test_bottleneck_cifar_networks_of_the_preactivation_paper():
+    """ResNet-164 and ResNet-1001 (9n+2 layers) as KaimingHe/resnet-1k-layers builds them; the published sizes
+    (1.7 M, 10.2 M) count convolutions and the classifier, ours also BatchNorm's scale and shift."""
+    r164 = cifar_plan(18, bottleneck=True)
+    assert (r164.title, r164.depth, len(r164.blocks)) == ("ResNet-164", 164, 54)
+    # by hand: stem 3x3x3x16 + BN; per group the first unit (1x1 shortcut) and 17 others; head BN + 256x10 + 10
+    first = [16 * 64 + 16 * 16 + 32 + 9 * 16 * 16 + 32 + 16 * 64,
+             2 * 64 + 64 * 128 + 64 * 32 + 64 + 9 * 32 * 32 + 64 + 32 * 128,
+             2 * 128 + 128 * 256 + 128 * 64 + 128 + 9 * 64 * 64 + 128 + 64 * 256]
+    other = [2 * c + c * m + 2 * m + 9 * m * m + 2 * m + m * c for c, m in ((64, 16), (128, 32), (256, 64))]
+    assert r164.num_params == 27 * 16 + 32 + sum(first) + 17 * sum(other) + 2 * 256 + 2560 + 10 == 1703258
+    r1001 = cifar_plan(111, bottleneck=True)
+    assert (r1001.title, r1001.depth, len(r1001.blocks)) == ("ResNet-1001", 1001, 333)
+
+    def batchnorm(plan):
+        return 2 * 16 + 2 * 256 + sum(2 * (b.in_channels if b.preact != "none" else 0) + 2 * sum(b.inner_channels)
+                                      for b in plan.blocks)
+    assert round((r164.num_params - batchnorm(r164)) / 1e6, 1) == 1.7
+    assert abs((r1001.num_params - batchnorm(r1001)) / 10.2e6 - 1) < 0.005
+    # the first unit of each group: 1x1 shortcut with the stride, BN+ReLU before both branches, stride on conv1
+    b = r164.block("res2.0")
+    assert (b.in_channels, b.inner_channels, b.out_channels, b.stride, b.stride_at) == (64, (32, 32), 128, 2, 1)
+    assert (b.preact, b.shortcut) == ("both", "conv") and r164.block("res1.0").preact == "none"
+    assert b.residual_flops == 16 * 16 * 64 * 32 + 16 * 16 * 9 * 32 * 32 + 16 * 16 * 32 * 128
+    assert r164.side_block == "res2.9" and cifar_plan(18, bottleneck=True, width=2).title == "ResNet-164-w2"
+    # removing a group's first unit keeps its BN+ReLU and strided 1x1 shortcut
+    assert r164.without(["res2.0"]).block("res2.0").num_params == 2 * 64 + 64 * 128
+
+
+def test_imagenet_resnet200_of_the_preactivation_paper():
+    plan = imagenet_plan(200)
+    assert [len(plan.blocks_in_group(g)) for g in plan.groups] == [3, 24, 36, 3]
+    assert plan.title == "ResNet-200" and plan.depth == 200
+    assert abs(plan.num_params / 64.7e6 - 1) < 0.005
+
+
+def test_the_unit_kind_shapes_a_run_and_names_it():
+    """--bottleneck builds another network: a resume may not change it, and runs are named apart."""
+    import dataclasses
+    import json
+    from eps_resnet.recipes import CIFAR10, build_plan
+    basic, bottleneck = CIFAR10, dataclasses.replace(CIFAR10, bottleneck=True)
+    saved = json.loads(json.dumps(dataclasses.asdict(basic)))
+    assert bottleneck.resume_conflicts(saved) == [("--bottleneck", "False", "True")]
+    assert bottleneck.run_name() == "cifar10-n18-bottleneck-eps2.5" != basic.run_name()
+    assert build_plan(bottleneck).title == "ResNet-164" and build_plan(basic).title == "ResNet-110"
+    del saved["bottleneck"]  # a run.json written before the option existed: basic blocks, nothing to compare
+    assert bottleneck.resume_conflicts(saved) == []

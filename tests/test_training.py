@@ -7,6 +7,7 @@ import pytest
 
 from eps_resnet.plan import Plan, cifar_plan
 from eps_resnet.rundir import discarded_in_record, read_records
+from tests import datafiles
 from tests.processes import assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # trains or exports through the real scripts (make test-fast skips it)
@@ -158,6 +159,10 @@ def test_dry_runs_print_the_plan():
     assert "375 gated blocks" in out and out.startswith("ResNet-752 (cifar style), 752 weight layers")
     out = run_script("train_cifar.py", "--dry-run", "-n", "4", "--width", "10", check=True).stdout
     assert out.startswith("WRN-28-10") and "12 gated blocks, 36.48 M parameters" in out
+    out = run_script("train_svhn.py", "--dry-run", "-n", "111", "--bottleneck", check=True).stdout
+    assert out.startswith("ResNet-1001 (cifar style), 1001 weight layers, 333 gated blocks, 10.33 M parameters")
+    out = run_script("train_imagenet.py", "--dry-run", "-d", "200", check=True).stdout
+    assert out.startswith("ResNet-200 (imagenet style), 200 weight layers, 66 gated blocks, 64.67 M parameters")
     assert_one_line_error(run_script("train_cifar.py", "--dry-run", "--width", "0"), "--width must be >= 1")
 
 
@@ -197,3 +202,16 @@ def test_existing_run_is_refused_and_untouched(demo_run, tmp_path):
                                      "--logdir", str(tmp_path / "new")),
                           "does not match this network", "res1.5/")
     assert {f: os.path.getmtime(os.path.join(logdir, f)) for f in os.listdir(logdir)} == before
+
+
+def test_imagenet_resnet200_trains_two_steps_on_a_jpeg_tree(tmp_path):
+    """The pre-activation paper's 200-layer network end to end on a tiny JPEG tree (32x32 inputs)."""
+    data = str(tmp_path / "imagenet")
+    datafiles.write_imagenet(data, per_class=2)
+    logdir = str(tmp_path / "run")
+    proc = run_script("train_imagenet.py", "--data", data, "-d", "200", "--image-size", "32", "--batch", "2",
+                      "--max-epoch", "1", "--steps-per-epoch", "2", "--workers", "0", "--logdir", logdir, check=True)
+    assert "discarded blocks: " in proc.stdout and " of 66" in proc.stdout
+    plan = Plan.load(os.path.join(logdir, "plan.json"))
+    assert plan.title == "ResNet-200" and plan.num_classes == 3
+    assert os.path.exists(os.path.join(logdir, "model-2.index"))
