@@ -154,57 +154,58 @@ def test_plain_run_exports_the_full_network_and_warm_starts_a_gated_run(tmp_path
     run_script("train_cifar.py", "--demo", "--plain", "-n", "1", "--max-epoch", "1", "--steps-per-epoch", "3",
                "--logdir", logdir, check=True)
     out = str(tmp_path / "export")
-    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
+    # side by side: the export, and a gated run started from the plain checkpoint (which has no ε variable)
+    proc, _ = run_scripts(("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2"),
+                          ("train_cifar.py", "--demo", "-n", "1", "--load", logdir, "--max-epoch", "1",
+                           "--steps-per-epoch", "2", "--logdir", str(tmp_path / "warm")), check=True)
     assert "plain ResNet (no gates): no block can be discarded" in proc.stdout
     reduced = Plan.load(os.path.join(out, "plan.json"))
     assert reduced == cifar_plan(1, image_size=16) and not reduced.discarded_blocks
-    # a plain checkpoint (no ε variable) may start a gated run
-    run_script("train_cifar.py", "--demo", "-n", "1", "--load", logdir, "--max-epoch", "1", "--steps-per-epoch", "2",
-               "--logdir", str(tmp_path / "warm"), check=True)
+    assert os.path.exists(str(tmp_path / "warm" / "model-2.index"))
 
 
-def test_cifar_first_blocks_of_groups_can_be_removed(tmp_path):
-    """ε so large that every gate is closed: all blocks go, including res2.0/res3.0 (pool + pad shortcuts)."""
-    logdir = str(tmp_path / "closed")
-    run_script("train_cifar.py", "--demo", "-n", "1", "-e", "1e6", "--epsilon-start", "0", "--max-epoch", "1",
-               "--steps-per-epoch", "3", "--logdir", logdir, check=True)
-    out = str(tmp_path / "export")
-    run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
-    reduced = Plan.load(os.path.join(out, "plan.json"))
+CLOSED_GATES = ("--demo", "-n", "1", "-e", "1e6", "--epsilon-start", "0", "--max-epoch", "1", "--steps-per-epoch", "3")
+
+
+def test_every_block_of_basic_wide_and_bottleneck_resnets_can_be_removed_and_exported_verified(tmp_path):
+    """ε so large that every gate is closed, so every block goes, the first ones of groups included. Basic blocks
+    (res2.0/res3.0 keep their pool + zero-pad shortcuts), --width 2 (WRN-10-2) and --bottleneck (ResNet-11, the
+    pre-activation paper's units): where channels change the 1x1 convolution shortcut (fed by the block's BN+ReLU)
+    survives the removal of the residual branch, and the export reproduces the gated model. The three networks
+    train and export side by side."""
+    networks = {"basic": (), "wide": ("--width", "2"), "bottleneck": ("--bottleneck",)}
+    logdirs = {name: str(tmp_path / name) for name in networks}
+    outs = {name: str(tmp_path / (name + "-export")) for name in networks}
+    trained = run_scripts(*[("train_cifar.py", *CLOSED_GATES, *flags, "--logdir", logdirs[name])
+                            for name, flags in networks.items()], check=True)
+    exported = run_scripts(*[("prune_export.py", logdirs[name], "--out", outs[name], "--no-timing", "--calib-batches",
+                              "2") for name in networks], check=True)
+    trained, exported = dict(zip(networks, trained)), dict(zip(networks, exported))
+
+    reduced = Plan.load(os.path.join(outs["basic"], "plan.json"))
     assert [b.name for b in reduced.discarded_blocks] == ["res1.0", "res2.0", "res3.0"]
 
-
-@pytest.mark.parametrize("network", ["--width 2", "--bottleneck"])
-def test_gated_wide_and_bottleneck_resnets_train_prune_and_export_verified(tmp_path, network):
-    """--width 2 (WRN-10-2) and --bottleneck (ResNet-11, the pre-activation paper's units): every block is gated;
-    where channels change the 1x1 convolution shortcut (fed by the block's BN+ReLU) survives the removal of the
-    residual branch, and the export reproduces the gated model."""
-    logdir = str(tmp_path / "run")
-    proc = run_script("train_cifar.py", "--demo", "-n", "1", *network.split(), "-e", "1e6", "--epsilon-start", "0",
-                      "--max-epoch", "1", "--steps-per-epoch", "3", "--logdir", logdir, check=True)
-    assert "discarded blocks: 3 of 3" in proc.stdout
-    plan = Plan.load(os.path.join(logdir, "plan.json"))
-    wide = network == "--width 2"
-    assert plan == cifar_plan(1, image_size=16, width=2 if wide else 1, bottleneck=not wide)
-    assert plan.title == ("WRN-10-2" if wide else "ResNet-11")
-    channels = [32, 64, 128] if wide else [64, 128, 256]
-    assert [b.out_channels for b in plan.blocks] == channels
-    assert [(b.preact, b.shortcut) for b in plan.blocks] == [("none", "conv"), ("both", "conv"), ("both", "conv")]
-    out = str(tmp_path / "export")
-    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--calib-batches", "2", check=True)
-    assert "max |logit difference|" in proc.stdout
-    reduced = Plan.load(os.path.join(out, "plan.json"))
-    assert len(reduced.discarded_blocks) == 3
-    report = json.load(open(os.path.join(out, "report.json")))
-    # what is left: the stem, three 1x1 shortcuts (with their BN+ReLU after the first), the head
-    a, b, c = channels
-    assert report["params_after"] == 16 * 27 + 32 + (16 * a) + (2 * a + a * b) + (2 * b + b * c) + 2 * c + c * 10 + 10
-    assert report["verification"]["top1_agreement"] == 1.0
-    # the SavedModel, loaded by plain TensorFlow in a fresh process, computes the gated model
     from eps_resnet.data import load_arrays
     images = load_arrays("digits", "test")[0][:64]
-    np.testing.assert_allclose(clean_logits(os.path.join(out, "1"), images, tmp_path), gated_logits(logdir, images),
-                               atol=1e-4, rtol=0)
+    for name in ("wide", "bottleneck"):
+        assert "discarded blocks: 3 of 3" in trained[name].stdout
+        plan = Plan.load(os.path.join(logdirs[name], "plan.json"))
+        wide = name == "wide"
+        assert plan == cifar_plan(1, image_size=16, width=2 if wide else 1, bottleneck=not wide)
+        assert plan.title == ("WRN-10-2" if wide else "ResNet-11")
+        channels = [32, 64, 128] if wide else [64, 128, 256]
+        assert [b.out_channels for b in plan.blocks] == channels
+        assert [(b.preact, b.shortcut) for b in plan.blocks] == [("none", "conv"), ("both", "conv"), ("both", "conv")]
+        assert "max |logit difference|" in exported[name].stdout
+        assert len(Plan.load(os.path.join(outs[name], "plan.json")).discarded_blocks) == 3
+        report = json.load(open(os.path.join(outs[name], "report.json")))
+        # what is left: the stem, three 1x1 shortcuts (with their BN+ReLU after the first), the head
+        a, b, c = channels
+        assert report["params_after"] == 16 * 27 + 32 + (16 * a) + (2 * a + a * b) + (2 * b + b * c) + 2 * c + c * 10 + 10
+        assert report["verification"]["top1_agreement"] == 1.0
+        # the SavedModel, loaded by plain TensorFlow in a fresh process, computes the gated model
+        np.testing.assert_allclose(clean_logits(os.path.join(outs[name], "1"), images, tmp_path),
+                                   gated_logits(logdirs[name], images), atol=1e-4, rtol=0)
 
 
 def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
