@@ -16,12 +16,13 @@ from eps_resnet import UserError, cli, guard
 from eps_resnet.recipes import CIFAR10, CIFAR100, DIGITS_DEMO
 
 
-def main():
+def recipe_from_command_line(argv=None):
+    """(the recipe the command line asks for, whether it is a dry run)."""
     # --demo and --cifar100 choose the recipe, whose values are the defaults of every other flag
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--demo", action="store_true")
     pre.add_argument("--cifar100", action="store_true")
-    chosen, _ = pre.parse_known_args()
+    chosen, _ = pre.parse_known_args(argv)
     if chosen.demo and chosen.cifar100:
         raise UserError("--demo trains on the bundled digits; drop --cifar100")
     base = DIGITS_DEMO if chosen.demo else (CIFAR100 if chosen.cifar100 else CIFAR10)
@@ -31,10 +32,13 @@ def main():
     parser.add_argument("--demo", action="store_true",
                         help="train on scikit-learn's bundled handwritten digits (no download) with demo settings")
     cli.add_mean_from_flag(parser, base)
-    args = parser.parse_args()
-    recipe = cli.recipe_from_args(base, args, mean_from=args.mean_from,
-                                  gpus=cli.parse_gpus(args.gpu))
-    return cli.run_training(recipe, dry_run=args.dry_run)
+    args = parser.parse_args(argv)
+    recipe = cli.recipe_from_args(base, args, mean_from=args.mean_from, gpus=cli.parse_gpus(args.gpu))
+    return recipe, args.dry_run
+
+
+def main():
+    return cli.run_training(*recipe_from_command_line())
 
 
 def run():

@@ -14,7 +14,8 @@ from eps_resnet.plan import IMAGENET_DEPTHS
 from eps_resnet.recipes import IMAGENET
 
 
-def main():
+def recipe_from_command_line(argv=None):
+    """(the recipe the command line asks for, whether it is a dry run)."""
     def network(p):
         p.add_argument("-d", "--depth", type=int, default=IMAGENET.depth, choices=sorted(IMAGENET_DEPTHS),
                        help="network depth")
@@ -25,11 +26,14 @@ def main():
                         help="augmentation and input normalisation: intended (RGB, PCA lighting on [0, 255], "
                              "cubic resizes), or released (the released code's chain with its quirks; "
                              "docs/FIDELITY.md)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     recipe = cli.recipe_from_args(IMAGENET, args, depth=args.depth, fake_data=args.fake, image_size=args.image_size,
-                                  imagenet_aug=args.aug,
-                                  gpus=cli.parse_gpus(args.gpu))
-    return cli.run_training(recipe, dry_run=args.dry_run)
+                                  imagenet_aug=args.aug, gpus=cli.parse_gpus(args.gpu))
+    return recipe, args.dry_run
+
+
+def main():
+    return cli.run_training(*recipe_from_command_line())
 
 
 def run():

@@ -12,17 +12,21 @@ from eps_resnet.data import SVHN_JITTERS
 from eps_resnet.recipes import SVHN
 
 
-def main():
+def recipe_from_command_line(argv=None):
+    """(the recipe the command line asks for, whether it is a dry run)."""
     parser = cli.base_parser(__doc__, SVHN, cli.cifar_network_flags(SVHN))
     parser.add_argument("--jitter", choices=SVHN_JITTERS, default=SVHN.svhn_jitter,
                         help="augmentation: paper (40x40 paste, the paper's colour jitter, 32x32 crop), released "
                              "(the released code's chain, with its Gaussian deformation), none (pad and crop only)")
     cli.add_mean_from_flag(parser, SVHN)
-    args = parser.parse_args()
-    recipe = cli.recipe_from_args(SVHN, args, svhn_jitter=args.jitter,
-                                  mean_from=args.mean_from,
+    args = parser.parse_args(argv)
+    recipe = cli.recipe_from_args(SVHN, args, svhn_jitter=args.jitter, mean_from=args.mean_from,
                                   gpus=cli.parse_gpus(args.gpu))
-    return cli.run_training(recipe, dry_run=args.dry_run)
+    return recipe, args.dry_run
+
+
+def main():
+    return cli.run_training(*recipe_from_command_line())
 
 
 def run():

@@ -48,6 +48,9 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
                    help="steps per epoch (default: one pass over the training set)")
     p.add_argument("--batch", type=int, default=recipe.batch,
                    help="batch size in total" if recipe.batch_is_total else "batch size per GPU")
+    p.add_argument("--seed", type=int, default=recipe.seed,
+                   help="seed of the weights' initialisation, the data order and the augmentation; with --workers 0 "
+                        "a run is repeatable (default: %s)" % ("%(default)s" if recipe.seed is not None else "none, a new one each run"))
     p.add_argument("--no-side", action="store_true", help="switch off the side supervision (weight 0.1) mid-network")
     p.add_argument("--workers", type=int, default=recipe.workers,
                    help="dataflow worker processes; none: from the cores, min(40, cores/2) for ImageNet, "
@@ -120,7 +123,7 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
-    changes.update(trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
+    changes.update(seed=args.seed, trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
                    histogram_blocks=args.histogram_blocks)
     changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import tempfile
 from typing import Dict, List, Optional
 
@@ -36,8 +37,8 @@ import numpy as np
 from tabulate import tabulate
 
 from . import UserError
+from .commands import number, training_command
 from .fileio import atomic_write_text
-from .data import dataset_info
 from .inference import BuiltNetwork
 from .figures import pyplot, save_figure
 from .prune import calibrate, calibration_images, check_calib_batches, check_recompute_bn, load_run, network_logits, reestimate_bn
@@ -126,40 +127,39 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
               "val_error_gated": float(np.mean(gated_logits.argmax(1) != labels)), "recompute_bn": recompute_bn,
               "largest_response": largest, "points": rows}
     if max_error_increase is not None:
-        result["suggestion"] = suggest(rows, max_error_increase, run, recompute_bn)
+        # the export and the retraining printed with it read what this frontier read
+        same_input = (["--checkpoint", run.checkpoint] if checkpoint else []) + (["--data", data_dir] if data_dir else [])
+        same_input += (["--calib-batches", str(calib_batches)] if calib_batches else [])
+        same_input += (["--recompute-bn", str(recompute_bn)] if recompute_bn else [])
+        result["suggestion"] = suggest(rows, max_error_increase, run, same_input, data_dir)
     return result
 
 
-def suggest(rows: List[dict], max_error_increase: float, run, recompute_bn: int = 0) -> dict:
+def suggest(rows: List[dict], max_error_increase: float, run, export_flags=(), data_dir: Optional[str] = None) -> dict:
     """The largest ε whose select-half error is within `max_error_increase` points of the trained network's, and
-    whether the check half (not used to choose) keeps the bound."""
+    whether the check half (not used to choose) keeps the bound; the commands that retrain and export at it
+    (`export_flags`: the checkpoint, data and calibration flags the frontier was given)."""
     bound = rows[0]["val_error_select"] + max_error_increase / 100.0
     chosen = [r for r in rows if r["val_error_select"] <= bound + 1e-12][-1]  # the first point always qualifies
     check_increase = 100 * (chosen["val_error_check"] - rows[0]["val_error_check"])
+    retrain = retrain_command(run, chosen["epsilon"], data_dir)
     return {"max_error_increase": max_error_increase, "epsilon": chosen["epsilon"],
             "blocks_removed": chosen["blocks_removed"], "layers_after": chosen["layers_after"],
             "select_increase": 100 * (chosen["val_error_select"] - rows[0]["val_error_select"]),
             "check_increase": check_increase, "holds_on_check": check_increase <= max_error_increase + 1e-9,
-            "retrain_command": retrain_command(run, chosen["epsilon"]),
-            "export_command": "python prune_export.py %s --out EXPORT_DIR --epsilon %g%s"
-                              % (run.logdir, chosen["epsilon"], " --recompute-bn %d" % recompute_bn if recompute_bn else "")}
+            "retrain_command": str(retrain), "retrain_note": retrain.note(),
+            "export_command": " ".join(shlex.quote(a) for a in ["python", "prune_export.py", run.logdir, "--out",
+                                                                  "EXPORT_DIR", "--epsilon", number(chosen["epsilon"])]
+                                       + list(export_flags))}
 
 
-def retrain_command(run, epsilon: float) -> str:
-    """The command line that retrains the run's network at `epsilon`, starting from its weights."""
-    r = run.recipe
-    info = dataset_info(r["dataset"])
-    parts = ["python", info.train_command]
-    if info.style == "imagenet":
-        parts += ["-d", str(r["depth"])]
-    else:
-        parts += ["-n", str(r["num_units"])] + (["--width", str(r["width"])] if r.get("width", 1) > 1 else [])
-        parts += ["--bottleneck"] if r.get("bottleneck") else []
-    if r.get("data_dir"):
-        parts += ["--data", r["data_dir"]]
-    parts += ["--load", run.logdir, "-e", "%g" % epsilon, "--epsilon-start", "0",
-              "--logdir", "%s-eps%g" % (run.logdir.rstrip(os.sep), epsilon)]
-    return " ".join(parts)
+def retrain_command(run, epsilon: float, data_dir: Optional[str] = None):
+    """The command that retrains the run's network at `epsilon` from its weights (the checkpoint the frontier
+    read), with the run's own settings."""
+    changes = {"data_dir": data_dir} if data_dir else {}
+    return training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
+                            load=run.checkpoint if run.requested else run.logdir,
+                            logdir="%s-eps%s" % (run.logdir.rstrip(os.sep), number(epsilon)), **changes)
 
 
 def frontier_table(result: dict) -> str:
@@ -183,7 +183,8 @@ def suggestion_lines(result: dict) -> List[str]:
                       "(prune_export.py without --epsilon)" % s["max_error_increase"]]
     return [head, "on the check half, which took no part in the choice: %+.2f points, %s" % (
                 s["check_increase"], "within the bound" if s["holds_on_check"] else "BEYOND the bound"),
-            "an estimate: removing blocks whose responses were not zero changes the function. Confirm by retraining:",
+            "an estimate: removing blocks whose responses were not zero changes the function. Confirm by retraining "
+            "with the run's own settings (its run.json)%s:" % ("; " + s["retrain_note"] if s.get("retrain_note") else ""),
             "  " + s["retrain_command"],
             "or export this point as it is:", "  " + s["export_command"]]
 

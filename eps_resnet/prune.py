@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import UserError
+from .commands import number, training_command
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text
 from .inference import BuiltNetwork, interleaved_times
@@ -364,6 +365,10 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             report.update(baseline_report(base, images, labels, weights.baseline_checkpoint))
         if decision.above:
             report["export_epsilon"] = epsilon
+            retrain = training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
+                                       load=run.checkpoint if run.requested else run.logdir,
+                                       logdir="%s-eps%s" % (os.path.abspath(logdir), number(epsilon)))
+            report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()
         if weights.bn_report:
             report["recomputed_bn"] = weights.bn_report
         if verify:

@@ -100,12 +100,14 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
         if "export_epsilon" in report:
             lines += ["Exported at ε = %g, above the trained ε = %g: the blocks whose largest calibration response lies "
                       "between the two were removed although their responses were not zero, which changes the function"
-                      "%s. Retraining at this ε (--load LOGDIR -e %g) lets the network adapt to the removal."
+                      "%s. Retraining at this ε lets the network adapt to the removal; with the run's own settings%s:"
                       % (report["export_epsilon"], report["epsilon"],
                          "" if "error_change" not in report else
                          ": validation error %.2f%% (gated model) -> %.2f%% (export), %+.2f points"
                          % (100 * report["val_error_gated"], 100 * report["val_error_export"],
-                            100 * report["error_change"]), report["export_epsilon"]), ""]
+                            100 * report["error_change"]),
+                         " (" + report["retrain_note"] + ")" if report.get("retrain_note") else ""),
+                  ""] + (["    " + report["retrain_command"], ""] if "retrain_command" in report else [])
     if "recomputed_bn" in report:
         bn = report["recomputed_bn"]
         lines += ["BatchNorm statistics re-estimated for the reduced network on %d training images (--recompute-bn; "

@@ -1,12 +1,28 @@
 """python -m eps_resnet.frontier: the ε frontier of one trained run, and prune_export.py --epsilon at one of its points."""
+import dataclasses
 import json
 import os
+import shlex
 
 import numpy as np
 import pytest
 
+import train_cifar
+from eps_resnet.commands import number
 from eps_resnet.frontier import epsilon_above, frontier_points
-from tests.processes import assert_one_line_error, run_script
+from eps_resnet.rundir import Run
+from tests.processes import assert_one_line_error, run_script, run_scripts
+
+
+def printed_command(stdout: str, program: str) -> list:
+    """The one command line in `stdout` that runs `program`, as a shell would split it."""
+    found = [shlex.split(line) for line in stdout.splitlines() if line.startswith("  python %s " % program)]
+    assert len(found) == 1, stdout
+    return found[0]
+
+
+def recorded(recipe) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))  # as run.json holds it
 
 
 def test_epsilon_above_is_short_and_between_the_two_responses():
@@ -56,7 +72,10 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     later = [p for p in points if p["epsilon"] > s["epsilon"]]  # the largest ε within the bound: all beyond exceed it
     assert all(p["val_error_select"] > points[0]["val_error_select"] + 0.03 for p in later)
     if s["epsilon"] > result["trained_epsilon"]:
-        assert "--load %s -e %g --epsilon-start 0" % (demo["eps"], s["epsilon"]) in proc.stdout
+        assert printed_command(proc.stdout, "train_cifar.py") == shlex.split(s["retrain_command"])
+        recipe, _ = train_cifar.recipe_from_command_line(shlex.split(s["retrain_command"])[2:])
+        assert recorded(recipe) == dict(Run.open(demo["eps"]).recipe, epsilon=s["epsilon"], epsilon_start_epoch=0,
+                                        load=demo["eps"], logdir=demo["eps"] + "-eps" + number(s["epsilon"]))
     else:
         assert "the trained ε itself" in proc.stdout
     assert os.path.getsize(os.path.join(out, "frontier.png")) > 10000
@@ -101,3 +120,30 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out",
                                      os.path.join(demo["eps"], "frontier")), "inside the training run")
     assert not os.path.exists(str(tmp_path / "x")) and not os.path.exists(os.path.join(demo["eps"], "frontier"))
+
+
+def test_the_frontiers_printed_commands_run_as_printed_keep_the_runs_settings(tmp_path):
+    """A demo-settings run with settings the script would not choose (and a space in its path): the retraining
+    the frontier prints trains with them, and its export command exports the point it measured."""
+    logdir = str(tmp_path / "a run")
+    run_script("train_cifar.py", "--demo", "-n", "1", "--batch", "16", "--steps-per-epoch", "3", "--max-epoch", "1",
+               "--epsilon-start", "0", "-e", "1", "--mean-from", "all", "--no-side", "--seed", "5",
+               "--histogram-blocks", "0", "--logdir", logdir, check=True)
+    out = str(tmp_path / "frontier")
+    proc = run_script("-m", "eps_resnet.frontier", logdir, "--out", out, "--max-error-increase", "100",
+                      "--calib-batches", "2", check=True)
+    s = json.load(open(os.path.join(out, "frontier.json")))["suggestion"]
+    point = [p for p in json.load(open(os.path.join(out, "frontier.json")))["points"] if p["epsilon"] == s["epsilon"]][0]
+    assert s["epsilon"] > 1 and "with the run's own settings (its run.json):" in proc.stdout
+    retrain, export = printed_command(proc.stdout, "train_cifar.py"), printed_command(proc.stdout, "prune_export.py")
+    export_dir = str(tmp_path / "export")
+    retrained, exported = run_scripts(retrain[1:], [export_dir if a == "EXPORT_DIR" else a for a in export[1:]],
+                                      check=True)
+    new_logdir = logdir + "-eps" + number(s["epsilon"])
+    assert Run.open(new_logdir).recipe == dict(Run.open(logdir).recipe, epsilon=s["epsilon"], epsilon_start_epoch=0,
+                                               load=logdir, logdir=new_logdir)
+    report = json.load(open(os.path.join(export_dir, "report.json")))
+    assert sorted(report["discarded"]) == point["removed_blocks"] and report["export_epsilon"] == s["epsilon"]
+    # the export's own hint: the same retraining command
+    assert shlex.split(report["retrain_command"]) == retrain
+    assert report["retrain_command"] in open(os.path.join(export_dir, "report.md")).read()
