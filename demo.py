@@ -37,7 +37,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="a new directory for the runs and the export (default: demo_runs/<time>)")
+    p.add_argument("-e", "--epsilon", metavar="EPS|auto", default=None,
+                   help="the ε-ResNet's ε (default: the demo recipe's); auto: chosen when the warm-up ends "
+                        "(train_cifar.py -e auto)")
+    p.add_argument("--seed", type=int, default=None, help="seed of both runs (default: the demo recipe's)")
     args = p.parse_args()
+    shared = ["--seed", str(args.seed)] if args.seed is not None else []
+    gates = ["-e", args.epsilon] if args.epsilon is not None else []
     if args.out is not None and not args.out.strip():
         raise UserError("--out is empty; pass a new directory, or leave the flag out")
     run_dir = args.out if args.out is not None else os.path.join(ROOT, "demo_runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -53,11 +59,11 @@ def main():
     print("\n== 1/4 training the plain ResNet-32 on the bundled digits, in the background (log: %s)" % plain,
           flush=True)
     with open(console, "w") as out:
-        background = start_stage([sys.executable, train, "--demo", "--plain", "--logdir", plain], cwd=ROOT,
+        background = start_stage([sys.executable, train, "--demo", "--plain", "--logdir", plain] + shared, cwd=ROOT,
                                  stdout=out, stderr=subprocess.STDOUT)
     with background:
         if step("2/4 training the ε-ResNet-32, the same settings with gates (log: %s)" % gated,
-                [train, "--demo", "--logdir", gated]):
+                [train, "--demo", "--logdir", gated] + shared + gates):
             return 1
         print("\n== waiting for the plain run", flush=True)
         if background.wait():

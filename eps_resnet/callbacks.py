@@ -5,6 +5,7 @@ State that decides the future (which learning-rate schedule is in force) is rebu
 per-epoch records in `discards.jsonl`, so a restarted run continues with the same schedule. What keeps a run
 safe and resumable (checkpoints, guards, stats.json) is in `durability.py`.
 """
+import json
 import os
 
 from typing import Dict, List
@@ -243,3 +244,69 @@ def discard_table(plan: Plan, stats: Dict[str, tuple], previous=()) -> str:
         groups.append("group %d: %d/%d discarded" % (g, gone, len(in_group)))
     table = tabulate(rows, headers=["block", "is_discarded (avg)", "max|F| (avg)", ""]) if rows else "(none discarded)"
     return table + "\n" + ", ".join(groups)
+
+
+class AutoEpsilon(Callback):
+    """--epsilon auto: ε stays 0 (every gate open) through the warm-up; at the start of the first epoch after it,
+    ε is chosen from the warm-up's last checkpoint on the held-out training images (auto_epsilon), recorded in
+    epsilon.json, and kept for the rest of the run. Rank 0 chooses; under Horovod every rank gets its choice."""
+    _chief_only = False
+
+    def __init__(self, recipe, plan, logdir, ranks=None):
+        self.recipe, self.plan, self.logdir, self.ranks = recipe, plan, logdir, ranks
+        self.start = recipe.epsilon_start_epoch
+        self.chosen = None
+
+    def _setup_graph(self):
+        import tensorflow as tf
+        self._value = tfv1.placeholder(tf.float32, [], name="auto_epsilon_value")
+        self._assign = find_shared_variable("epsilon", self.graph).assign(self._value)
+
+    def _on_rank_0(self, step):
+        """step() on rank 0, its result on every rank."""
+        if self.ranks is None:
+            return step()
+        return self.ranks.agree(lambda: (None, step() if self.ranks.is_chief else None))[1]
+
+    def _before_train(self):
+        from .auto_epsilon import read_choice
+        choice = self._on_rank_0(lambda: read_choice(self.logdir))
+        if self.epoch_num < self.start:
+            return  # the choice is still to come (a file left by a run rolled back to the warm-up is replaced)
+        if choice is not None:
+            self.chosen = float(choice["epsilon"])
+        elif self.epoch_num == self.start:
+            return  # stopped between the warm-up's last checkpoint and the choice: _before_epoch makes it
+        else:  # past the warm-up without the file: the checkpoint's ε is the choice
+            self.chosen = float(self.trainer.sess.run(find_shared_variable("epsilon", self.graph)))
+            logger.warn("%s is missing; keeping the checkpoint's ε %g" % (os.path.join(self.logdir, "epsilon.json"),
+                                                                        self.chosen))
+        self.trainer.sess.run(self._assign, {self._value: self.chosen})
+
+    def _before_epoch(self):
+        if self.chosen is not None or self.epoch_num <= self.start:
+            return
+        choice = self._on_rank_0(self._choose)
+        self.chosen = float(choice["epsilon"])
+        self.trainer.sess.run(self._assign, {self._value: self.chosen})
+
+    def _choose(self) -> dict:
+        from .auto_epsilon import EPSILON_FILE, choose_from_checkpoint, summary_line
+        from .data import holdout_arrays
+        from .fileio import atomic_write_text
+        checkpoint = os.path.join(self.logdir, "model-%d" % self.global_step)
+        if not os.path.exists(checkpoint + ".index"):
+            raise UserError("the warm-up's last checkpoint %s is missing, and --epsilon auto chooses ε from it; "
+                            "resume from an earlier checkpoint of the warm-up" % checkpoint)
+        r = self.recipe
+        images, labels = holdout_arrays(r.dataset, r.holdout, r.data_dir, self.plan.image_size, r.imagenet_aug)
+        batch = r.batch // max(1, len(r.gpus)) if r.batch_is_total else r.batch  # a tower's, as the gates see
+        choice = choose_from_checkpoint(self.plan, checkpoint, images, labels, r.epsilon_tolerance, batch)
+        choice["epoch"] = self.start
+        try:
+            atomic_write_text(os.path.join(self.logdir, EPSILON_FILE), json.dumps(choice, indent=1) + "\n")
+        except OSError as e:
+            raise UserError("cannot write %s (%s); %s" % (os.path.join(self.logdir, EPSILON_FILE), e.strerror,
+                                                         disk_error_hint()))
+        logger.info(summary_line(choice))
+        return choice

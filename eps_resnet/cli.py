@@ -24,8 +24,15 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     network_flag(p)
     p.add_argument("--data", metavar="DIR", default=recipe.data_dir, help="dataset directory")
-    p.add_argument("-e", "--epsilon", type=float, default=recipe.epsilon,
-                   help="ε of the strict-identity gate (paper Sec. 4: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1)")
+    p.add_argument("-e", "--epsilon", type=epsilon_value, default=recipe.epsilon, metavar="EPS|auto",
+                   help="ε of the strict-identity gate (paper Sec. 4: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1), or "
+                        "auto: chosen when the warm-up (--epsilon-start) ends, on --holdout training images left out "
+                        "of training (beyond the paper; README, \"ε chosen during training\")")
+    p.add_argument("--epsilon-tolerance", type=float, default=AUTO_TOLERANCE, metavar="PERCENT",
+                   help="-e auto: the largest ε whose gates, switched on, change at most this percentage of the "
+                        "held-out predictions (a bound on the error change, in points)")
+    p.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="-e auto: training images held out of training to choose ε on (default: %d)" % AUTO_HOLDOUT)
     p.add_argument("--epsilon-start", type=int, default=recipe.epsilon_start_epoch, metavar="EPOCH",
                    help="keep ε at 0 (a plain ResNet) until this epoch ends")
     p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "
@@ -66,6 +73,20 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
+
+
+AUTO_TOLERANCE = 2.0  # percent of held-out predictions; on the digits none change below a knee, 5-60% beyond it
+AUTO_HOLDOUT = 256    # images: a tolerance of 2% is 5 of them
+
+
+def epsilon_value(text: str):
+    """-e's value: a number, or "auto"."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is neither a number nor auto" % text)
 
 
 def cifar_network_flags(recipe: Recipe):
@@ -125,7 +146,14 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
     changes.update(seed=args.seed, trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
                    histogram_blocks=args.histogram_blocks)
-    changes.update(epsilon=None if args.plain else args.epsilon, epsilon_start_epoch=args.epsilon_start,
+    auto = args.epsilon == "auto" and not args.plain
+    if args.epsilon == "auto" and args.plain:
+        raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")
+    if args.holdout is not None and not auto:
+        raise UserError("--holdout sets aside images for --epsilon auto; drop it, or pass -e auto")
+    changes.update(epsilon_tolerance=args.epsilon_tolerance if auto else None,
+                   holdout=(args.holdout if args.holdout is not None else AUTO_HOLDOUT) if auto else 0)
+    changes.update(epsilon=None if args.plain else 0.0 if auto else args.epsilon, epsilon_start_epoch=args.epsilon_start,
                    resume=args.resume, batch=args.batch, workers=args.workers,
                    max_epoch=(args.max_epoch if args.max_epoch is not None
                               else recipe.plain_max_epoch if args.plain else recipe.max_epoch))
@@ -189,6 +217,9 @@ def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     elif "val_error" in summary:
         lines.append("validation error %.2f%% (accuracy %.2f%%)" % (100 * summary["val_error"],
                                                                    100 * (1 - summary["val_error"])))
+    if "epsilon_chosen" in summary:
+        lines.append("ε %.4g, chosen when the warm-up ended (its evidence: %s)"
+                     % (summary["epsilon_chosen"], os.path.join(summary["logdir"], "epsilon.json")))
     if "discarded" in summary:
         lines.append("discarded blocks: %d of %d%s" % (len(summary["discarded"]), summary["gated_blocks"],
                                                        (": " + ", ".join(summary["discarded"])) if summary["discarded"] else ""))

@@ -69,9 +69,15 @@ def training_command(recipe: dict, **changes) -> TrainingCommand:
     plain = r.get("epsilon") is None
     if plain:
         flag("--plain")
+    elif r.get("epsilon_tolerance") is not None:
+        flag("-e", "auto")
+        flag("--epsilon-tolerance", number(r["epsilon_tolerance"]))
+        flag("--holdout", r["holdout"])
+        flag("--epsilon-start", r["epsilon_start_epoch"])
     else:
         flag("-e", number(r["epsilon"]))
         flag("--epsilon-start", r["epsilon_start_epoch"])
+    shown.update(("epsilon_tolerance", "holdout"))
     flag("--max-epoch", r["max_epoch"])
     shown.update(("epsilon", "epsilon_start_epoch", "max_epoch"))
     if differs("batch"):

@@ -157,7 +157,8 @@ def retrain_command(run, epsilon: float, data_dir: Optional[str] = None):
     """The command that retrains the run's network at `epsilon` from its weights (the checkpoint the frontier
     read), with the run's own settings."""
     changes = {"data_dir": data_dir} if data_dir else {}
-    return training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
+    return training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False, epsilon_tolerance=None,
+                            holdout=0,
                             load=run.checkpoint if run.requested else run.logdir,
                             logdir="%s-eps%s" % (run.logdir.rstrip(os.sep), number(epsilon)), **changes)
 

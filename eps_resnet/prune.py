@@ -366,6 +366,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         if decision.above:
             report["export_epsilon"] = epsilon
             retrain = training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
+                                       epsilon_tolerance=None, holdout=0,
                                        load=run.checkpoint if run.requested else run.logdir,
                                        logdir="%s-eps%s" % (os.path.abspath(logdir), number(epsilon)))
             report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()

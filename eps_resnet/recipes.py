@@ -33,6 +33,9 @@ class Recipe:
     depth: int = 101                      # ImageNet depth (18, 34, 50, 101, 152)
     epsilon: Optional[float] = 2.5        # None: plain pre-activation ResNet (no gates)
     epsilon_start_epoch: int = 0          # ε is 0 (gates open) until this epoch ends
+    epsilon_tolerance: Optional[float] = None  # --epsilon auto: ε chosen at the warm-up's end (auto_epsilon), within
+                                               # this many error points; epsilon is then 0.0 until the choice
+    holdout: int = 0                      # training images held out of training (--epsilon auto measures on them)
     batch: int = 128                      # per GPU (CIFAR/SVHN/digits) or in total (ImageNet)
     batch_is_total: bool = False
     max_epoch: int = 1000                 # ε-ResNet
@@ -73,6 +76,10 @@ class Recipe:
         return self.epsilon is None
 
     @property
+    def auto_epsilon(self):
+        return self.epsilon_tolerance is not None
+
+    @property
     def engine(self):
         """How training runs: "horovod" (one process per GPU; chosen when started by horovodrun unless asked
         otherwise), "replicated" (one process, several --gpu towers) or "single"."""
@@ -97,7 +104,7 @@ class Recipe:
             net += "-bottleneck"
         if self.style != "imagenet" and self.width > 1:
             net += "-w%d" % self.width
-        variant = "plain" if self.plain else "eps%g" % self.epsilon
+        variant = "plain" if self.plain else "epsauto" if self.auto_epsilon else "eps%g" % self.epsilon
         return "%s-%s-%s" % (self.dataset, net, variant)
 
     def resume_conflicts(self, saved: dict):
@@ -121,6 +128,18 @@ class Recipe:
     def validate(self):
         if self.epsilon is not None and not self.epsilon >= 0:
             raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
+        if self.auto_epsilon:
+            if self.plain:
+                raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")
+            if self.epsilon_start_epoch < 1:
+                raise UserError("--epsilon auto chooses ε at the end of the warm-up; pass --epsilon-start N with N "
+                                ">= 1 (the epochs trained with every gate open first)")
+            if not self.epsilon_tolerance >= 0:
+                raise UserError("--epsilon-tolerance must be >= 0 (error points), got %r" % (self.epsilon_tolerance,))
+            if self.holdout < 1:
+                raise UserError("--holdout must be >= 1 (training images to choose ε on), got %r" % (self.holdout,))
+        elif self.holdout:
+            raise UserError("--holdout sets aside images for --epsilon auto; drop it, or pass -e auto")
         if self.num_units < 1:
             raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
         if self.width < 1:
@@ -169,6 +188,7 @@ class Recipe:
 _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units", "width": "--width",
             "bottleneck": "--bottleneck",
             "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
+            "epsilon_tolerance": "-e auto/--epsilon-tolerance", "holdout": "--holdout",
             "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
             "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",
             "mean_from": "--mean-from", "imagenet_aug": "--aug",

@@ -440,6 +440,16 @@ class Run:
     def gated(self) -> bool:
         return self.recipe.get("epsilon") is not None
 
+    @property
+    def epsilon(self):
+        """The ε the gates trained with: the recipe's, or the one chosen at the warm-up's end (-e auto; None
+        while it is still to be chosen); None for a plain run."""
+        if self.recipe.get("epsilon_tolerance") is None:
+            return self.recipe.get("epsilon")
+        from .auto_epsilon import read_choice
+        choice = read_choice(self.logdir)
+        return None if choice is None else choice["epsilon"]
+
     def records(self, strict: bool = True) -> list:
         """discards.jsonl (read_records); `strict=False` for readers that only draw or summarise."""
         return read_records(self.logdir, warn=_warn if strict else (lambda m: None), strict=strict)

@@ -46,7 +46,8 @@ def summarize_run(logdir: str) -> dict:
     epoch = int(validated[-1].get("epoch_num", len(validated)))
     max_epoch = recipe.get("max_epoch")
     return {"logdir": os.path.abspath(logdir), "dataset": recipe["dataset"], "depth": plan.full_depth,
-            "epsilon": recipe.get("epsilon"), "epochs": epoch, "finished": max_epoch is None or epoch >= max_epoch,
+            "epsilon": (run.epsilon or 0.0) if gated else None,  # -e auto before its choice: 0
+            "epochs": epoch, "finished": max_epoch is None or epoch >= max_epoch,
             **_errors(validated[-1], gated),
             "layers_before": plan.full_depth, "layers_after": reduced.depth,
             "params_before": plan.num_params, "params_after": reduced.num_params,

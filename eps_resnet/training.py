@@ -11,7 +11,8 @@ import shutil
 from typing import Optional, Sequence, Tuple
 
 from . import UserError
-from .callbacks import EpochRecorder, GateAgreement, LearningRateSetter, RankEpochLog
+from .auto_epsilon import read_choice
+from .callbacks import AutoEpsilon, EpochRecorder, GateAgreement, LearningRateSetter, RankEpochLog
 from .durability import (EpochCheckpoint, InputWatchdog, NaNGuard, StrictJSONWriter, TolerantInferenceRunner,
                          WeightsInit)
 from .distributed import Ranks, cores_per_process
@@ -151,14 +152,14 @@ def build_data(recipe: Recipe, plan: Plan, batch_per_tower: int, write_cache: bo
         mean = per_pixel_mean(recipe.dataset, recipe.data_dir, images=arrays[0], write_cache=write_cache,
                               mean_from=recipe.mean_from)
         train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=workers,
-                               svhn_jitter=recipe.svhn_jitter, arrays=arrays)
+                               svhn_jitter=recipe.svhn_jitter, arrays=arrays, holdout=recipe.holdout)
         val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir)
         return train, val, mean
     if recipe.gpus and workers < 16:
         logger.warn("ImageNet on GPUs with %d dataflow workers: JPEG decoding may starve the GPUs (tensorpack's "
                     "ImageNet example asks for 16 or more); raise --workers on a machine with more cores" % workers)
     train = build_dataflow(recipe.dataset, "train", batch_per_tower, recipe.data_dir, workers=workers,
-                           image_size=size, imagenet_aug=recipe.imagenet_aug)
+                           image_size=size, imagenet_aug=recipe.imagenet_aug, holdout=recipe.holdout)
     val = build_dataflow(recipe.dataset, dataset_info(recipe.dataset).val_split, batch_per_tower, recipe.data_dir,
                          workers=workers, image_size=size, imagenet_aug=recipe.imagenet_aug)
     return train, val, None
@@ -354,7 +355,9 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
         run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
         k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
     lr_setter = LearningRateSetter(policy, gates)
-    if gates:
+    if gates and recipe.auto_epsilon:
+        callbacks.append(AutoEpsilon(recipe, plan, run.logdir, ranks))
+    elif gates:
         if recipe.epsilon_start_epoch > 0:
             callbacks.append(ScheduledHyperParamSetter(
                 "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
@@ -480,4 +483,7 @@ def summarize_run(logdir: str) -> dict:
         last = records[-1]
         summary["discarded"] = discarded_in_record(last)
         summary["gated_blocks"] = len(last["blocks"])
+    choice = read_choice(logdir)
+    if choice is not None:
+        summary["epsilon_chosen"] = choice["epsilon"]
     return summary

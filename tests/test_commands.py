@@ -38,6 +38,7 @@ RUNS = [
     "--scale-lr",
     "train_imagenet.py --data /d/imagenet -d 200 --image-size 64 --aug released --batch 32 --fake --max-epoch 3",
     "train_imagenet.py --data /d/imagenet -d 18 --plain --seed 0",
+    "train_cifar.py --demo -e auto --epsilon-tolerance 0.5 --holdout 100 --epsilon-start 2",
 ]
 
 
@@ -50,11 +51,13 @@ def test_a_runs_command_trains_the_same_recipe(run):
     assert not command.unreproducible and command.note() == ""
 
 
-@pytest.mark.parametrize("run", RUNS[:2] + RUNS[3:4] + RUNS[5:6])
+@pytest.mark.parametrize("run", RUNS[:2] + RUNS[3:4] + RUNS[5:6] + RUNS[-1:])
 def test_a_retraining_command_changes_only_what_it_is_asked_to(run):
+    """(As the frontier and the export ask: a run that chose its ε retrains at a fixed one.)"""
     script, *argv = shlex.split(run)
     recipe, _ = SCRIPTS[script].recipe_from_command_line(argv)
-    changes = dict(epsilon=3.75, epsilon_start_epoch=0, load="/runs/the run", logdir="/runs/the run-eps3.75")
+    changes = dict(epsilon=3.75, epsilon_start_epoch=0, load="/runs/the run", logdir="/runs/the run-eps3.75",
+                   epsilon_tolerance=None, holdout=0)
     assert parsed(str(training_command(recorded(recipe), **changes))) == dataclasses.replace(recipe, **changes)
 
 

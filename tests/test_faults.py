@@ -364,14 +364,16 @@ def test_an_interrupted_export_leaves_no_staging_directory(tiny_run, tmp_path):
 
 
 # ---- kill anywhere ------------------------------------------------------------------------------------------------
-KILL_ARGS = ["--demo", "--steps-per-epoch", "5", "-e", "1000", "--epsilon-start", "1", "--max-epoch", "5"]
+# ε chosen when the warm-up (epoch 1) ends, with a tolerance so wide that every gate shuts (a forced discard)
+KILL_ARGS = ["--demo", "--steps-per-epoch", "5", "-e", "auto", "--epsilon-tolerance", "100", "--holdout", "64",
+             "--epsilon-start", "1", "--max-epoch", "5"]
 
 
 def test_kill_anywhere_and_resume_gives_the_uninterrupted_trajectory(tmp_path):
     """(This also covers a plain kill after an epoch and --resume.) kill -9 at seeded random moments: during start-up, and at a random delay after some epoch's end began to
     be written (mid-epoch, in validation, between an epoch's records and its checkpoint); each time resume.
     The per-epoch (learning rate, ε, step, discarded_cnt) must equal an uninterrupted run's, with the adaptive
-    learning-rate reset (a forced discard in epoch 2) at the same epoch."""
+    learning-rate reset (a forced discard in epoch 2) at the same epoch, and ε (-e auto) chosen once, alike."""
     straight = str(tmp_path / "straight")
     uninterrupted = start_script("train_cifar.py", *KILL_ARGS, "--logdir", straight)  # beside the killed ones
     rng = random.Random(11)
@@ -402,6 +404,10 @@ def test_kill_anywhere_and_resume_gives_the_uninterrupted_trajectory(tmp_path):
     assert trajectory(logdir) == trajectory(straight)
     assert sorted(trajectory(logdir)) == [1, 2, 3, 4, 5]
     assert any(r["lr_reset"] for r in read_records(logdir))
+    choice = json.load(open(os.path.join(logdir, "epsilon.json")))
+    assert choice == json.load(open(os.path.join(straight, "epsilon.json")))
+    assert choice["epsilon"] > 0 and choice["held_out_images"] == 64 and choice["checkpoint"] == "model-5"
+    assert [r["epsilon"] for r in read_records(logdir)] == [0.0] + [pytest.approx(choice["epsilon"])] * 4
 
 
 def test_unreadable_imagenet_images_are_skipped_in_training_and_validation(tmp_path):

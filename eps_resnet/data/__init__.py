@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # The dataflows need TensorFlow and tensorpack; they load on first use, so that what only reads the data sets'
 # facts (a --dry-run, a flag check) starts in a fraction of a second.
 _FLOWS = ("ArrayImages", "SkipUnreadable", "build_dataflow", "check_some_images_decode", "train_augmentors",
-          "val_augmentors")
+          "val_augmentors", "holdout_arrays", "holdout_indices")
 
 
 def __getattr__(name):

@@ -95,15 +95,44 @@ def check_some_images_decode(items: List[Tuple[str, int]], folder: str, samples:
                         "intact JPEG images" % (len(picks), folder, picks[0][0], problems[0]))
 
 
+def holdout_indices(total: int, count: int) -> np.ndarray:
+    """`count` training images spread evenly over the split (files are sorted by class): the ones --epsilon auto
+    holds out of training to measure responses on."""
+    if not 0 < count < total:
+        raise UserError("--holdout %d must be between 1 and the %d training images less one" % (count, total))
+    return np.unique(np.linspace(0, total - 1, count).round().astype(np.int64))
+
+
+def holdout_arrays(dataset: str, count: int, data_dir: Optional[str] = None, image_size: Optional[int] = None,
+                   imagenet_aug: str = "intended") -> Tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of the held-out training images, prepared as validation images are."""
+    if dataset_info(dataset).in_memory:
+        images, labels = load_arrays(dataset, "train", data_dir)
+        chosen = holdout_indices(len(labels), count)
+        return images[chosen], labels[chosen]
+    items = imagenet_files(data_dir, "train")
+    augmentor = imgaug.AugmentorList(val_augmentors(dataset, image_size, imagenet_aug))
+    images, labels = [], []
+    for i in holdout_indices(len(items), count):
+        image, problem = read_rgb(items[i][0])
+        if image is not None:  # an unreadable file is skipped here as in training
+            images.append(augmentor.augment(image))
+            labels.append(items[i][1])
+    if not images:
+        raise UserError("none of the %d held-out training images of %s could be read" % (count, data_dir))
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
 def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional[str] = None, workers: int = 0,
                    image_size: Optional[int] = None, svhn_jitter: str = "paper", imagenet_aug: str = "intended",
-                   shuffle=None, arrays=None):
+                   shuffle=None, arrays=None, holdout: int = 0):
     """A DataFlow of [images uint8 [B,H,W,3], labels int32 [B]] batches.
 
     split: 'train' (shuffled, augmented, drops the last partial batch) or the validation split
     ('test' for CIFAR/SVHN/digits, 'val' for ImageNet; deterministic, keeps the last partial batch).
     workers: processes that prefetch (0: everything in this process).
     arrays: (images, labels) already loaded, to avoid reading an in-memory dataset twice.
+    holdout: training images left out of the 'train' split (holdout_indices; --epsilon auto measures on them).
     """
     info = dataset_info(dataset)
     training = split == "train"
@@ -117,6 +146,9 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
 
     if info.in_memory:
         images, labels = arrays if arrays is not None else load_arrays(dataset, split, data_dir)
+        if training and holdout:
+            kept = np.setdiff1d(np.arange(len(labels)), holdout_indices(len(labels), holdout))
+            images, labels = images[kept], labels[kept]
         if training and len(labels) < batch_size:
             raise UserError("--batch %d is larger than the %d training images of %s; use --batch %d or less"
                             % (batch_size, len(labels), dataset, len(labels)))
@@ -130,6 +162,9 @@ def build_dataflow(dataset: str, split: str, batch_size: int, data_dir: Optional
 
     require_data_dir(data_dir, dataset)
     items = imagenet_files(data_dir, "train" if training else "val")
+    if training and holdout:
+        left_out = set(holdout_indices(len(items), holdout).tolist())
+        items = [item for i, item in enumerate(items) if i not in left_out]
     if training and len(items) < batch_size:
         raise UserError("--batch %d is larger than the %d training images in %s; use --batch %d or less"
                         % (batch_size, len(items), data_dir, len(items)))
