@@ -89,3 +89,14 @@ def test_a_damaged_choice_is_one_error_naming_the_fix(tmp_path):
     (tmp_path / EPSILON_FILE).write_text('{"tolerance": 2}')
     with pytest.raises(UserError, match="unreadable"):
         read_choice(str(tmp_path))
+
+
+def test_imagenet_held_out_files_are_left_out_and_read_as_validation_images(tmp_path):
+    from tests import datafiles
+    data = str(tmp_path / "imagenet")
+    datafiles.write_imagenet(data, per_class=4)  # 12 training files, sorted by class
+    images, labels = holdout_arrays("imagenet", 3, data, image_size=32)
+    assert images.shape == (3, 32, 32, 3) and labels.tolist() == [0, 1, 2]  # files 0, 6, 11: one of each class
+    batches = lambda holdout: len(build_dataflow("imagenet", "train", 1, data, image_size=32,  # noqa: E731
+                                                 holdout=holdout))
+    assert batches(0) == 12 and batches(3) == 9
