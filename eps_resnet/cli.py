@@ -29,10 +29,10 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
                         "auto: chosen when the warm-up (--epsilon-start) ends, on --holdout training images left out "
                         "of training (beyond the paper; README, \"ε chosen during training\")")
     p.add_argument("--epsilon-tolerance", type=float, default=AUTO_TOLERANCE, metavar="PERCENT",
-                   help="-e auto: the largest ε whose gates, switched on, change at most this percentage of the "
+                   help="with -e auto, the largest ε whose gates, switched on, change at most this percentage of the "
                         "held-out predictions (a bound on the error change, in points)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
-                   help="-e auto: training images held out of training to choose ε on (default: %d)" % AUTO_HOLDOUT)
+                   help="with -e auto, the training images held out of training to choose ε on (default: %d)" % AUTO_HOLDOUT)
     p.add_argument("--epsilon-start", type=int, default=recipe.epsilon_start_epoch, metavar="EPOCH",
                    help="keep ε at 0 (a plain ResNet) until this epoch ends")
     p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "
