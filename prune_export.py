@@ -16,6 +16,7 @@ Examples:
   python prune_export.py LOGDIR --out EXPORT --baseline PLAIN_LOGDIR  # also the plain ResNet's error, same images
   python prune_export.py LOGDIR --out EXPORT --epsilon 9.5          # a point of the ε frontier (eps_resnet.frontier)
   python prune_export.py LOGDIR --out EXPORT --recompute-bn 20      # BatchNorm statistics of the reduced network
+  python prune_export.py LOGDIR --out EXPORT --channel-threshold 0.05  # channels too (--channel-penalty runs)
 """
 import argparse
 import sys
@@ -51,6 +52,10 @@ def main():
                         "(and the --baseline's alike) instead of keeping training's moving averages, which mix the "
                         "networks of gates that hovered near ε; not in the paper (docs/FIDELITY.md); the export is "
                         "verified against the reduced network with the new statistics (default 0: keep them)")
+    p.add_argument("--channel-threshold", type=float, default=None, metavar="NORM",
+                   help="also remove every channel whose norm (over the kernel slices that write and read it, "
+                        "eps_resnet.channels) is below NORM in the kept network; verified against that network with "
+                        "those channels zeroed (default: 0.05 for a run trained with --channel-penalty, else 0: none)")
     args = p.parse_args()
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
@@ -60,7 +65,7 @@ def main():
                         calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
                         force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize,
                         baseline=args.baseline, epsilon=args.epsilon,
-                        recompute_bn=args.recompute_bn)
+                        recompute_bn=args.recompute_bn, channel_threshold=args.channel_threshold)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

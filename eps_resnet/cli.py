@@ -37,6 +37,13 @@ def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.Argu
                    help="keep ε at 0 (a plain ResNet) until this epoch ends")
     p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "
                    "standard learning-rate schedule, %d epochs unless --max-epoch" % recipe.plain_max_epoch)
+    p.add_argument("--channel-penalty", type=float, default=recipe.channel_penalty, metavar="LAMBDA",
+                   help="channel pruning after VACL (beyond the paper; README, \"Channels\"): this weight times the "
+                        "cross-layer group norms of the channels skip connections tie together, plus their "
+                        "variance-aware term; 0: off (default: %(default)s)")
+    p.add_argument("--channel-variance", type=float, default=recipe.channel_variance, metavar="W",
+                   help="with --channel-penalty, the weight of the variance-aware term (the spread of a channel's "
+                        "norms over the layers it connects) against the group norms (default: %(default)s)")
     p.add_argument("--gpu", metavar="IDS", default=None,
                    help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: CPU")
     p.add_argument("--trainer", choices=TRAINERS, default="auto",
@@ -145,7 +152,8 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
     changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
                                  ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
     changes.update(seed=args.seed, trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
-                   histogram_blocks=args.histogram_blocks)
+                   histogram_blocks=args.histogram_blocks, channel_penalty=args.channel_penalty,
+                   channel_variance=args.channel_variance)
     auto = args.epsilon == "auto" and not args.plain
     if args.epsilon == "auto" and args.plain:
         raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")

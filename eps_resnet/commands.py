@@ -88,6 +88,9 @@ def training_command(recipe: dict, **changes) -> TrainingCommand:
         flag("--no-side")
     if differs("seed") and r["seed"] is not None:
         flag("--seed", r["seed"])
+    for field, name in (("channel_penalty", "--channel-penalty"), ("channel_variance", "--channel-variance")):
+        if differs(field):
+            flag(name, number(r[field]))
     # how to run
     for field, name in (("data_dir", "--data"), ("workers", "--workers"), ("trainer", "--trainer"),
                         ("histogram_blocks", "--histogram-blocks"), ("load", "--load"), ("logdir", "--logdir")):

@@ -76,6 +76,8 @@ class ModelSettings:
     histogram_blocks: int = 16              # blocks whose kernels get TensorBoard histograms, evenly spaced
     branching_gates: bool = False           # training towers sum gated blocks by Switch/Merge (CPU; gate.gated_sum)
     seed: Optional[int] = None              # graph-level TensorFlow seed (initialisers), for reproducible runs
+    channel_penalty: float = 0.0            # > 0: channel pruning's regulariser (eps_resnet.channels) times this
+    channel_variance: float = 1.0           # weight of its variance-aware term against the cross-layer term
 
     def validate(self):
         if self.epsilon is not None and not self.epsilon >= 0:
@@ -86,6 +88,9 @@ class ModelSettings:
             raise UserError("--histogram-blocks must be >= 0, got %r" % (self.histogram_blocks,))
         if self.side_weight < 0:
             raise UserError("side supervision weight must be >= 0, got %r" % (self.side_weight,))
+        if not (self.channel_penalty >= 0 and self.channel_variance >= 0):
+            raise UserError("--channel-penalty and --channel-variance must be >= 0, got %r and %r"
+                            % (self.channel_penalty, self.channel_variance))
         return self
 
 
@@ -134,7 +139,10 @@ class EpsResNet(ModelDesc):
         wd = self._weight_decay()
         # wd · Σ l2(W): one multiply, not one per kernel (and the kernels' gradients are bit for bit the same)
         wd_cost = tf.multiply(regularize_cost(".*/W", tf.nn.l2_loss, name="l2_sum"), wd, name="wd_cost")
-        total = tf.add_n([total, wd_cost], name="cost")
+        terms = [total, wd_cost]
+        if self.settings.channel_penalty > 0:
+            terms.append(self._channel_cost(gates))
+        total = tf.add_n(terms, name="cost")
         add_moving_summary(cost, wd_cost, total, tf.identity(wd, name="weight_decay"))
         self._weight_histograms()
         return total
@@ -308,6 +316,19 @@ class EpsResNet(ModelDesc):
             for tag, name in chosen.items():
                 if name in variables:
                     tfv1.summary.histogram(tag, variables[name])
+
+    def _channel_cost(self, gates):
+        """Channel pruning's regulariser over this tower's kernels, counting only blocks whose gate is open."""
+        from .channels import channel_groups, penalty_tensor
+        kernels = {v.op.name: v for v in tfv1.trainable_variables() if v.op.name.endswith("/W")}
+        block_open = {name: tf.stop_gradient(1.0 - is_discarded)
+                      for name, (is_discarded, _) in zip(self.plan.block_names_gated, gates)}
+        with tf.name_scope("channels"):
+            regulariser, cross, aware = penalty_tensor(channel_groups(self.plan), kernels, block_open,
+                                                       self.settings.channel_variance)
+            cost = tf.multiply(regulariser, self.settings.channel_penalty, name="channel_cost")
+        add_moving_summary(cost, cross, aware)
+        return cost
 
     def _weight_decay(self):
         s = self.settings

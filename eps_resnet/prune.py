@@ -240,12 +240,13 @@ def check_recompute_bn(batches: int):
                         % batches)
 
 
-def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: int, out_checkpoint: str) -> dict:
-    """precise_bn.recompute_bn_statistics of `plan` from `run`'s checkpoint on its training split."""
+def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: int, out_checkpoint: str,
+                  checkpoint: Optional[str] = None) -> dict:
+    """precise_bn.recompute_bn_statistics of `plan` from `checkpoint` (default: the run's) on its training split."""
     from .precise_bn import recompute_bn_statistics, training_batches
     data_dir = data_dir or run.recipe.get("data_dir")
     images = training_batches(run.recipe["dataset"], data_dir, run.plan.image_size, batches)
-    return recompute_bn_statistics(plan, run.checkpoint, images, out_checkpoint)
+    return recompute_bn_statistics(plan, checkpoint or run.checkpoint, images, out_checkpoint)
 
 
 def write_saved_model(plan: Plan, ckpt: str, export_dir: str, image_shape=None):
@@ -309,7 +310,8 @@ def check_output(out: str, logdir: str, force: bool) -> str:
 def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
            calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
            measure: bool = True, version: int = 1, quantize: Optional[str] = None, baseline: Optional[str] = None,
-           epsilon: Optional[float] = None, recompute_bn: int = 0, log=print) -> dict:
+           epsilon: Optional[float] = None, recompute_bn: int = 0, channel_threshold: Optional[float] = None,
+           log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
 
     `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
@@ -322,13 +324,19 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
 
     `recompute_bn` > 0 re-estimates the reduced network's BatchNorm statistics on that many batches of 64 training
     images (eps_resnet.precise_bn; the baseline's too), which also changes the function: the artefacts are then
-    verified against the reduced network with those statistics, and the report gives the error change."""
+    verified against the reduced network with those statistics, and the report gives the error change.
+
+    `channel_threshold` (default: eps_resnet.channels.DEFAULT_THRESHOLD for a run trained with --channel-penalty,
+    else none; 0: none) also removes every channel slot whose norm in the kept network is below it. The reduced
+    network must then compute what the kept network computes with those slots' weights zeroed (checked here), and
+    the report gives the error change against the trained network."""
     if criterion not in ("calibration", "ema"):
         raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
     if quantize not in TFLITE_FILES:
         raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
     check_recompute_bn(recompute_bn)
     check_calib_batches(calib_batches)
+    check_channel_threshold(channel_threshold)
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)
@@ -351,9 +359,14 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
         trained = networks.enter_context(contextlib.closing(gated_network(run, images.shape[1:])))
-        decision = decide(run, trained, images, epsilon, criterion)
+        decision = decide(run, trained, images, epsilon, criterion,
+                          channel_threshold_of(run, channel_threshold), os.path.join(staging, ".checkpoint"))
         reduced = networks.enter_context(contextlib.closing(
-            BuiltNetwork(decision.plan, run.checkpoint, image_shape=images.shape[1:])))
+            BuiltNetwork(decision.plan, decision.checkpoint, image_shape=images.shape[1:])))
+        if decision.channels:
+            decision.channels.update(check_channel_removal(run, decision, reduced, images, labels))
+            log("channels: %d of %d removed below norm %g" % (decision.channels["removed"],
+                                                              decision.channels["slots"], decision.channels["threshold"]))
         weights = reduced_weights(run, reduced, decision, images, labels, data_dir, recompute_bn, base, staging, log)
         saved_model, tflite = write_artefacts(reduced, decision, staging, version, quantize)
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
@@ -372,9 +385,12 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()
         if weights.bn_report:
             report["recomputed_bn"] = weights.bn_report
+        if decision.channels:
+            report["channels"] = decision.channels
         if verify:
-            report.update(verify_artefacts(decision, reduced, weights.changed or decision.above, images, labels,
-                                           saved_model, tflite, staging, version))
+            exact = weights.changed or decision.above or decision.masked_checkpoint is not None
+            report.update(verify_artefacts(decision, reduced, exact, images, labels, saved_model, tflite, staging,
+                                           version))
         report.update(size_report(run.plan, decision.plan, saved_model, staging, trained))
         if measure:
             report.update(speed_report(trained, reduced))
@@ -397,16 +413,68 @@ class Decision:
     maxima: Dict[str, np.ndarray]     # per block, per image max|F|
     trained_epsilon: Optional[float]
     above: bool                       # removed at an ε above the trained one (a frontier point)
+    checkpoint: str = ""              # weights of the reduced network (the run's, or sliced to its channels)
+    channels: Optional[dict] = None   # channel pruning's evidence (eps_resnet.channels.channels_to_keep)
+    masked_checkpoint: Optional[str] = None  # the kept network with the removed channels' weights zeroed
 
 
-def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, epsilon: Optional[float],
-           criterion: str) -> Decision:
+def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, epsilon: Optional[float], criterion: str,
+           channel_threshold: Optional[float] = None, folder: str = "") -> Decision:
+    """Blocks by the gates (ε-ResNet), then, with `channel_threshold`, channel slots by their norm in the network
+    left (eps_resnet.channels); a channel reduction writes the sliced and the masked checkpoints into `folder`."""
     gated_logits, maxima, trained_epsilon = calibrate(run, images, trained)
     check_export_epsilon(epsilon, run, criterion, trained_epsilon)
     above = epsilon is not None and epsilon > trained_epsilon
     discarded, evidence = blocks_to_remove(run, maxima, epsilon if above else trained_epsilon, criterion)
-    reduction = Reduction(tuple(discarded))
-    return Decision(reduction, run.plan.reduce(reduction), evidence, gated_logits, maxima, trained_epsilon, above)
+    reduction, checkpoint, channels, masked = Reduction(tuple(discarded)), run.checkpoint, None, None
+    if channel_threshold:
+        from .channels import channels_to_keep
+        from .inference import read_variables, write_variables
+        from .reduction import slice_variables
+        variables = read_variables(run.checkpoint)
+        reduction, channels, zeroed = channels_to_keep(run.plan, discarded, variables, channel_threshold)
+        if channels["removed"]:
+            checkpoint, masked = os.path.join(folder, "channels-sliced"), os.path.join(folder, "channels-masked")
+            write_variables(slice_variables(run.plan, reduction, variables), checkpoint)
+            write_variables(zeroed, masked)
+        for row in evidence:
+            row["emptied_by_channels"] = row["block"] in channels["blocks_emptied"]
+    return Decision(reduction, run.plan.reduce(reduction), evidence, gated_logits, maxima, trained_epsilon, above,
+                    checkpoint, channels, masked)
+
+
+def channel_threshold_of(run: RunInfo, threshold: Optional[float]) -> Optional[float]:
+    """The export's channel threshold: as given, else the default for a run trained with --channel-penalty."""
+    from .channels import DEFAULT_THRESHOLD
+    if threshold is not None:
+        return threshold or None
+    return DEFAULT_THRESHOLD if run.recipe.get("channel_penalty", 0) > 0 else None
+
+
+def check_channel_threshold(threshold: Optional[float]):
+    if threshold is not None and not threshold >= 0:
+        raise UserError("--channel-threshold takes a channel norm >= 0 (0: keep every channel), got %r" % (threshold,))
+
+
+def check_channel_removal(run: RunInfo, decision: Decision, reduced: BuiltNetwork, images, labels) -> dict:
+    """The channel-reduced network against the kept network with the removed channels' weights zeroed: they
+    must compute the same logits (else the slicing lost a connection), whatever that does to the error."""
+    if decision.masked_checkpoint is None:
+        return {}
+    gate_kept = run.plan.without([b for b in decision.reduction.removed_blocks
+                                  if b not in decision.channels["blocks_emptied"]])
+    full = BuiltNetwork(gate_kept, decision.masked_checkpoint, image_shape=images.shape[1:])
+    try:
+        masked = full.logits(images, CALIBRATION_BATCH)
+    finally:
+        full.close()
+    mine = reduced.logits(images, CALIBRATION_BATCH)
+    diff, agree = float(np.abs(mine - masked).max()), float(np.mean(mine.argmax(1) == masked.argmax(1)))
+    if agree < 1.0 or diff > MAX_ABS_DIFF:
+        raise ExportVerificationFailed(
+            "the channel-reduced network does not compute the network with those channels zeroed (top-1 agreement "
+            "%.4f, max |logit diff| %.3g > %g): nothing was exported" % (agree, diff, MAX_ABS_DIFF))
+    return {"masked_max_abs_diff": diff, "val_error_masked": float(np.mean(masked.argmax(1) != labels))}
 
 
 @dataclass
@@ -425,7 +493,8 @@ def reduced_weights(run: RunInfo, reduced: BuiltNetwork, decision: Decision, ima
         return Weights(changed=False)
     folder = os.path.join(staging, ".checkpoint")
     trained_error = float(np.mean(reduced.logits(images).argmax(1) != labels))
-    bn_report = reestimate_bn(decision.plan, run, data_dir, recompute_bn, os.path.join(folder, "bn-recomputed"))
+    bn_report = reestimate_bn(decision.plan, run, data_dir, recompute_bn, os.path.join(folder, "bn-recomputed"),
+                              decision.checkpoint)
     bn_report["val_error_trained_statistics"] = trained_error
     reduced.load(os.path.join(folder, "bn-recomputed"))
     log("BatchNorm statistics of the reduced network re-estimated on %d training images" % bn_report["images"])

@@ -51,6 +51,8 @@ class Recipe:
     nesterov: bool = False
     momentum: float = 0.9                 # SGD momentum (all recipes; recorded in run.json with the rest)
     side_weight: float = 0.1              # 0: no side supervision
+    channel_penalty: float = 0.0          # > 0: channel pruning (eps_resnet.channels), the regulariser's weight
+    channel_variance: float = 1.0         # its variance-aware term's weight against the cross-layer term
     svhn_jitter: str = "paper"            # SVHN colour jitter: paper, released or none
     mean_from: str = "train"              # CIFAR/SVHN mean image from the training split, or all splits (released)
     imagenet_aug: str = "intended"        # ImageNet augmentation and normalisation: intended or released
@@ -105,6 +107,8 @@ class Recipe:
         if self.style != "imagenet" and self.width > 1:
             net += "-w%d" % self.width
         variant = "plain" if self.plain else "epsauto" if self.auto_epsilon else "eps%g" % self.epsilon
+        if self.channel_penalty > 0:
+            variant += "-ch%g" % self.channel_penalty
         return "%s-%s-%s" % (self.dataset, net, variant)
 
     def resume_conflicts(self, saved: dict):
@@ -140,6 +144,9 @@ class Recipe:
                 raise UserError("--holdout must be >= 1 (training images to choose ε on), got %r" % (self.holdout,))
         elif self.holdout:
             raise UserError("--holdout sets aside images for --epsilon auto; drop it, or pass -e auto")
+        if not (self.channel_penalty >= 0 and self.channel_variance >= 0):
+            raise UserError("--channel-penalty and --channel-variance must be >= 0, got %r and %r"
+                            % (self.channel_penalty, self.channel_variance))
         if self.num_units < 1:
             raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
         if self.width < 1:
@@ -195,7 +202,8 @@ _SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units
             "fake_data": "--fake", "scale_lr": "--scale-lr", "standard_lr": "standard_lr", "fast_lr": "fast_lr",
             "adaptive_lr": "adaptive_lr", "adaptive_k": "adaptive_k", "adaptive_threshold": "adaptive_threshold",
             "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
-            "momentum": "momentum", "seed": "seed"}
+            "momentum": "momentum", "seed": "seed", "channel_penalty": "--channel-penalty",
+            "channel_variance": "--channel-variance"}
 _OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
                 "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla",
                 "grappler": "--grappler", "histogram_blocks": "--histogram-blocks"}

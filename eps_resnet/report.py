@@ -66,13 +66,34 @@ def claim_checks(report: dict, collapse: list) -> list:
              % ("-" if worst is None else "%.2f" % worst), worst is not None and worst <= 0.5)]
 
 
+def channels_paragraph(report: dict) -> list:
+    """The channel pruning's part of the export (eps_resnet.channels), or nothing."""
+    c = report.get("channels")
+    if not c:
+        return []
+    text = ("Channels: %d of %d channel slots removed (norm below %g over the kernel slices that write and read "
+            "each; the largest removed %.3g, the smallest kept %.3g), %d of %d channel groups thinned"
+            % (c["removed"], c["slots"], c["threshold"], c["largest_removed_norm"], c["smallest_kept_norm"],
+               c["groups_thinned"], c["groups"]))
+    if c["blocks_emptied"]:
+        text += ", and %d block(s) whose inner channels all fell below it removed whole (%s)" % (
+            len(c["blocks_emptied"]), ", ".join(c["blocks_emptied"]))
+    text += ". Parameters %.3f M -> %.3f M." % (report["params_before"] / 1e6, report["params_after"] / 1e6)
+    if "val_error_masked" in c:
+        text += (" The reduced network computes the trained one with those channels zeroed (max |logit diff| "
+                 "%.2g); validation error %.2f%% (trained) -> %.2f%% (channels zeroed)."
+                 % (c["masked_max_abs_diff"], 100 * report.get("val_error_gated", float("nan")),
+                    100 * c["val_error_masked"]))
+    return [text, ""]
+
+
 def evidence_table(report: dict) -> str:
     rows = []
     for e in report["evidence"]:
         rows.append([e["block"], "-" if e["calibration_max"] is None else "%.3g" % e["calibration_max"],
                      "-" if e["ema_is_discarded"] is None else "%.3f" % e["ema_is_discarded"],
                      "-" if e["kernel_norm"] is None else "%.3g" % e["kernel_norm"],
-                     "discarded" if e["discarded"] else "kept"])
+                     "discarded" if e["discarded"] else "emptied (channels)" if e.get("emptied_by_channels") else "kept"])
     return tabulate(rows, headers=["block", "max|F| on calibration", "is_discarded (avg, checkpoint's epoch)",
                                    "kernel norm", "decision"])
 
@@ -90,8 +111,9 @@ def artefact_table(report: dict) -> str:
 def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
     lines = ["# ε-ResNet export", ""]
     if not report["gated"]:
-        lines += ["This run trained a plain ResNet (no gates): no block can be discarded; the export is the full "
-                  "network.", ""]
+        lines += ["This run trained a plain ResNet (no gates): no block can be discarded by a gate; the export is the "
+                  "full network%s." % (" less the channels below" if report.get("channels", {}).get("removed") else ""),
+                  ""]
     else:
         lines += ["Discarded %d of %d blocks (criterion: %s, ε = %g). Compression ratio %.2f (layers %d -> %d)."
                   % (len(report["discarded"]), len(plan.blocks), report["criterion"],
@@ -118,6 +140,7 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
                      " (gated model: %.2f%%)" % (100 * report["val_error_gated"]) if "val_error_gated" in report else "",
                      " The plain baseline's statistics were re-estimated alike." if report.get("baseline_bn_recomputed")
                      else ""), ""]
+    lines += channels_paragraph(report)
     if "baseline_val_error" in report and "val_error_export" in report:
         lines += [comparison_line(report), ""]
     lines += ["```", group_table(plan, reduced), "```", "", "```", summary_table(report), "```", ""]
@@ -147,7 +170,10 @@ def export_report_text(report: dict, plan: Plan, reduced: Plan) -> str:
 def _reference(report: dict) -> str:
     """What the export's artefacts were compared with."""
     why = [w for key, w in (("export_epsilon", "ε above the trained one"),
-                            ("recomputed_bn", "BatchNorm statistics re-estimated")) if key in report]
+                            ("recomputed_bn", "BatchNorm statistics re-estimated"),
+                            ("channels", "channels removed")) if key in report]
+    if not report.get("channels", {}).get("removed") and "channels removed" in why:
+        why.remove("channels removed")
     if why:
         return "reduced network computed in the exporting process (%s)" % ", ".join(why)
     return "gated checkpoint"

@@ -43,7 +43,8 @@ def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettin
                          weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
                          momentum=recipe.momentum, nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
                          branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed,
-                         histogram_blocks=recipe.histogram_blocks)
+                         histogram_blocks=recipe.histogram_blocks, channel_penalty=recipe.channel_penalty,
+                         channel_variance=recipe.channel_variance)
 
 
 # ---- log directory -----------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
     if ranks:
         callbacks.append(RankEpochLog(ranks, gates, lr_setter))
     if is_chief:
-        callbacks.append(EpochRecorder(plan, run.logdir, gates, lr_setter))
+        callbacks.append(EpochRecorder(plan, run.logdir, gates, lr_setter, channels=recipe.channel_penalty > 0))
     callbacks += [NaNGuard(), InputWatchdog(), EstimatedTimeLeft()] + list(extra_callbacks)
     # monitors run after every callback; the console leaves out per-block scalars (1,125 lines an epoch at n=125),
     # which stay in TensorBoard, stats.json and discards.jsonl

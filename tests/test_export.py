@@ -277,6 +277,7 @@ def test_bad_export_requests(demo_export, tmp_path):
         (("prune_export.py", logdir, "--out", x, "--baseline", str(tmp_path / "nowhere")), ("does not exist",)),
         (("prune_export.py", logdir, "--out", x, "--recompute-bn", "-1"),
          ("--recompute-bn takes a number of training batches",)),
+        (("prune_export.py", logdir, "--out", x, "--channel-threshold", "-1"), ("--channel-threshold takes",)),
         (("prune_export.py", str(other), "--out", str(tmp_path / "y")), ("does not match this network", "res1.5/")),
         (("prune_export.py", logdir, "--out", str(blocker / "sub")), ("cannot write",)),
         (("prune_export.py", str(moved), "--out", str(tmp_path / "z")), ("does not exist",))]

@@ -1,0 +1,222 @@
+"""Channel pruning (eps_resnet.channels): the groups skip connections tie, the regulariser by hand, and removal of
+zeroed channels that leaves the network's function exactly as it was."""
+import numpy as np
+import pytest
+
+from eps_resnet.channels import (TINY, channel_groups, channels_to_keep, masked_variables, penalty_tensor,
+                                 penalty_terms, slot_norms)
+from eps_resnet.plan import cifar_plan, imagenet_plan
+from eps_resnet.tfcompat import tf, tfv1
+
+
+def members_of(groups, slot):
+    """{(variable, axis): position} of every kernel slice in `slot` ((group, index))."""
+    sid = groups.slots.index(slot)
+    return {(m.variable, m.axis): m.slots.index(sid) for m in groups.members if sid in m.slots}
+
+
+def test_a_stem_channel_is_one_group_across_the_zero_padding_shortcuts():
+    """ResNet-8: stem channel 3 continues as channel 8+3 of stage 2 and 16+8+3 of stage 3 (pads 8 and 16 each
+    side); its group holds every slice that writes it (stem, each block's last convolution) or reads it (each
+    block's first convolution, the classifier)."""
+    groups = channel_groups(cifar_plan(1))
+    assert members_of(groups, ("conv0", 3)) == {
+        ("conv0/W", -1): 3, ("res1.0/conv1/W", -2): 3, ("res1.0/conv2/W", -1): 3,
+        ("res2.0/conv1/W", -2): 3, ("res2.0/conv2/W", -1): 11,
+        ("res3.0/conv1/W", -2): 11, ("res3.0/conv2/W", -1): 27, ("linear/W", -2): 27}
+    # a padded channel: written first by res2.0's branch (the shortcut only pads zeros there)
+    assert members_of(groups, ("res2.0/pad", 0)) == {
+        ("res2.0/conv2/W", -1): 0, ("res3.0/conv1/W", -2): 0, ("res3.0/conv2/W", -1): 16, ("linear/W", -2): 16}
+    assert members_of(groups, ("res1.0/conv1", 5)) == {("res1.0/conv1/W", -1): 5, ("res1.0/conv2/W", -2): 5}
+    assert groups.num_slots == 16 + 16 + 16 + 32 + 32 + 64
+    assert not any(m.variable.startswith("side/") for m in groups.members)  # training's side head is not exported
+
+
+def test_a_projection_shortcut_ends_one_group_and_starts_the_next():
+    groups = channel_groups(imagenet_plan(50))
+    start = members_of(groups, ("group1/block0/shortcut", 7))
+    assert start[("group1/block0/convshortcut/W", -1)] == 7 and start[("group1/block3/conv3/W", -1)] == 7
+    assert start[("group2/block0/convshortcut/W", -2)] == 7 and start[("group2/block0/conv1/W", -2)] == 7
+    assert ("group2/block1/conv1/W", -2) not in start
+    # a bottleneck's two inner groups
+    assert members_of(groups, ("group1/block2/conv2", 0)) == {("group1/block2/conv2/W", -1): 0,
+                                                              ("group1/block2/conv3/W", -2): 0}
+
+
+def hand_made_kernels(plan):
+    """Every kernel zero but two entries of stem channel 3's group: 3 in the stem, 4 in res2.0's last convolution."""
+    groups = channel_groups(plan)
+    shapes = {}
+    for m in groups.members:
+        shapes.setdefault(m.variable, None)
+    values = {}
+    for b in plan.blocks:
+        (mid,) = b.inner_channels
+        values[b.name + "/conv1/W"] = np.zeros((3, 3, b.in_channels, mid), np.float32)
+        values[b.name + "/conv2/W"] = np.zeros((3, 3, mid, b.out_channels), np.float32)
+    values["conv0/W"] = np.zeros((3, 3, 3, 16), np.float32)
+    values["linear/W"] = np.zeros((64, 10), np.float32)
+    assert set(values) == set(shapes)
+    values["conv0/W"][1, 1, 0, 3] = 3.0
+    values["res2.0/conv2/W"][0, 2, 5, 11] = 4.0  # stage 2 position 11 = stem channel 3
+    return groups, values
+
+
+@pytest.mark.parametrize("shut", [False, True])
+def test_the_regulariser_value_and_gradient_by_hand(shut):
+    """Slot conv0#3 has 8 member slices, norms 3, 4 and six zeros (each sqrt(TINY) under the root). A kernel entry
+    lies in two slots, its input channel's and its output channel's: the 4 (input channel 5 of res2.0's conv2) also
+    makes slot res2.0/conv1#5 (members: conv1's output filter 5, zero, and that slice). Every other slot is all
+    zeros. Shutting res1.0's gate takes its two slices out of slot conv0#3 (6 members)."""
+    plan = cifar_plan(1)
+    groups, values = hand_made_kernels(plan)
+    n, zero = groups.num_slots, np.sqrt(TINY)
+    cross = np.sqrt(25 + TINY) + np.sqrt(16 + TINY) + (n - 2) * zero
+    norms = [3.0, 4.0] + [zero] * (4 if shut else 6)
+    aware = np.sqrt(np.var(norms) + TINY) + np.sqrt(np.var([zero, 4.0]) + TINY) + (n - 2) * zero
+    open_blocks = ["res2.0", "res3.0"] if shut else None
+    assert penalty_terms(groups, values, open_blocks) == pytest.approx((cross, aware), rel=1e-9)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        kernels = {k: tf.constant(v) for k, v in values.items()}
+        block_open = {"res1.0": tf.constant(0.0 if shut else 1.0)}
+        total, cross_t, aware_t = penalty_tensor(groups, kernels, block_open, variance_weight=0.5)
+        grad = tf.gradients(total, kernels["conv0/W"])[0]
+        with tfv1.Session() as sess:
+            got_total, got_cross, got_aware, got_grad = sess.run([total, cross_t, aware_t, grad])
+    assert got_cross == pytest.approx(cross, rel=1e-5) and got_aware == pytest.approx(aware, rel=1e-4)
+    assert got_total == pytest.approx(cross + 0.5 * aware, rel=1e-5)
+    # d cross / d a = a / |slot| = 3/5; d std / d a = (3 - mean) / (members * std)
+    members = len(norms)
+    d_aware = (3.0 - np.mean(norms)) / (members * np.std(norms))
+    assert got_grad[1, 1, 0, 3] == pytest.approx(3 / 5 + 0.5 * d_aware, rel=1e-4)
+    # another stem channel is all zero: its slices get (almost) no gradient, and the stem's other entries none
+    assert abs(got_grad[1, 1, 0, 4]) < 1e-3 and got_grad[0, 0, 1, 3] == 0
+
+
+def random_network_variables(plan, seed=0):
+    """An initialised inference network's variables, with BatchNorm's shifts and moving means made nonzero (so
+    that a dead channel leaks ReLU(β) downstream, as after training)."""
+    from eps_resnet.inference import build_inference_graph
+    net = build_inference_graph(plan)
+    rng = np.random.RandomState(seed)
+    with net.graph.as_default():
+        sess = net.session()
+        values = {v.op.name: sess.run(v) for v in tfv1.global_variables()}
+        sess.close()
+    for name, value in values.items():
+        if name.endswith(("/beta", "/mean/EMA")):
+            values[name] = rng.uniform(0.1, 1.0, value.shape).astype(value.dtype)
+        elif name.endswith("/variance/EMA"):
+            values[name] = rng.uniform(0.5, 2.0, value.shape).astype(value.dtype)
+    return values
+
+
+def test_removing_zeroed_channels_leaves_the_logits_as_they_were(tmp_path):
+    """Zero some stem channels, a padded channel, half of an inner group and the whole inner group of res3.0 (that
+    block goes whole), then cut them out: the reduced network computes the zeroed one's logits, BatchNorm's
+    ReLU(β) leak through dead channels included (it meets zeroed reading slices)."""
+    from eps_resnet.inference import BuiltNetwork, write_variables
+    from eps_resnet.reduction import slice_variables
+    plan = cifar_plan(1, image_size=16)
+    variables = random_network_variables(plan)
+    groups = channel_groups(plan)
+    gone = np.zeros(groups.num_slots, bool)
+    for slot in [("conv0", 1), ("conv0", 5), ("res2.0/pad", 2)] + [("res1.0/conv1", i) for i in range(0, 16, 2)] \
+            + [("res3.0/conv1", i) for i in range(64)]:
+        gone[groups.slots.index(slot)] = True
+    zeroed = masked_variables(groups, variables, gone)
+    reduction, evidence, again = channels_to_keep(plan, [], zeroed, threshold=1e-9)
+    assert reduction.removed_blocks == ("res3.0",) and evidence["blocks_emptied"] == ["res3.0"]
+    assert reduction.kept_channels["conv0"] == tuple(i for i in range(16) if i not in (1, 5))
+    assert reduction.kept_channels["res1.0/conv1"] == tuple(range(1, 16, 2))
+    assert evidence["removed"] == int(gone.sum()) == 2 + 1 + 8 + 64
+    assert all(np.array_equal(again[k], zeroed[k]) for k in zeroed)
+
+    reduced = plan.reduce(reduction)
+    assert reduced.stem_channels == 14 and reduced.blocks[0].inner_channels == (8,)
+    assert reduced.num_params < plan.num_params
+    write_variables(zeroed, str(tmp_path / "zeroed"))
+    write_variables(slice_variables(plan, reduction, zeroed), str(tmp_path / "sliced"))
+    images = np.random.RandomState(1).randint(0, 256, (32, 16, 16, 3)).astype(np.uint8)
+    full, small = BuiltNetwork(plan, str(tmp_path / "zeroed")), BuiltNetwork(reduced, str(tmp_path / "sliced"))
+    try:
+        expected, got = full.logits(images), small.logits(images)
+    finally:
+        full.close()
+        small.close()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    # and the zeroing matters: without it, the stem's channels would have changed the logits
+    assert not np.allclose(expected, BuiltNetwork(plan, _written(variables, tmp_path)).logits(images), atol=1e-3)
+
+
+def _written(variables, tmp_path):
+    from eps_resnet.inference import write_variables
+    write_variables(variables, str(tmp_path / "original"))
+    return str(tmp_path / "original")
+
+
+def test_a_group_all_below_the_threshold_keeps_its_strongest_channel():
+    """The hand-made kernels at threshold 1: slots conv0#3 (norm 5) and res2.0/conv1#5 (norm 4) stay; the inner
+    groups of res1.0 and res3.0 are all zero, so those blocks go whole; the padded groups, all zero, keep one
+    channel each (the trunk cannot lose a whole group)."""
+    plan = cifar_plan(1)
+    groups, values = hand_made_kernels(plan)
+    reduction, evidence, _ = channels_to_keep(plan, [], values, threshold=1.0)
+    assert reduction.removed_blocks == ("res1.0", "res3.0") and evidence["blocks_emptied"] == ["res1.0", "res3.0"]
+    assert reduction.kept_channels["conv0"] == (3,) and reduction.kept_channels["res2.0/conv1"] == (5,)
+    assert len(reduction.kept_channels["res2.0/pad"]) == 1 and len(reduction.kept_channels["res3.0/pad"]) == 1
+    assert evidence["removed"] == groups.num_slots - 4 and evidence["smallest_kept_norm"] == 0.0
+    assert evidence["largest_removed_norm"] == 0.0
+    reduced = plan.reduce(reduction)
+    assert [(b.name, b.in_channels, b.inner_channels, b.out_channels) for b in reduced.blocks if b.residual] == [
+        ("res2.0", 1, (1,), 2)]
+
+
+CHANNEL_RUN = ("--demo", "-n", "1", "--max-epoch", "3", "--steps-per-epoch", "40", "--channel-penalty", "0.05")
+
+
+@pytest.mark.slow
+def test_channel_and_combined_runs_export_fewer_channels_verified(tmp_path):
+    """A plain run and an ε-ResNet run, each with the channel regulariser, trained and exported side by side: both
+    exports remove channels (the ε-ResNet's blocks too), compute the network with those channels zeroed, and load
+    in a process that imports only TensorFlow."""
+    from eps_resnet.commands import training_command
+    from eps_resnet.plan import Plan
+    from eps_resnet.reduction import Reduction
+    from eps_resnet.rundir import Run
+    from tests.processes import run_scripts
+    import json
+    import os
+    runs = {"channels": ("--plain",), "combined": ("--epsilon-start", "1")}
+    logdirs = {name: str(tmp_path / name) for name in runs}
+    outs = {name: str(tmp_path / (name + "-export")) for name in runs}
+    trained = run_scripts(*[("train_cifar.py", *CHANNEL_RUN, *flags, "--logdir", logdirs[name])
+                            for name, flags in runs.items()], check=True)
+    exported = dict(zip(runs, run_scripts(*[
+        ("prune_export.py", logdirs[name], "--out", outs[name], "--no-timing", "--calib-batches", "2",
+         "--channel-threshold", "0.2") for name in runs], check=True)))
+    for name in runs:
+        report = json.load(open(os.path.join(outs[name], "report.json")))
+        channels = report["channels"]
+        assert channels["removed"] > 0 and channels["largest_removed_norm"] < 0.2
+        assert channels["masked_max_abs_diff"] <= 1e-3
+        assert report["verification"]["top1_agreement"] == 1.0  # every artefact, in a TensorFlow-only process
+        assert report["artefacts"]["model.tflite"]["top1_agreement"] == 1.0
+        assert report["params_after"] < report["params_before"]
+        reduction = Reduction.load(os.path.join(outs[name], "reduction.json"))
+        assert reduction.prunes_channels
+        assert Plan.load(os.path.join(outs[name], "plan.json")) == Plan.load(
+            os.path.join(logdirs[name], "plan.json")).reduce(reduction)
+        assert "Channels: %d of %d channel slots removed" % (channels["removed"], channels["slots"]) \
+            in exported[name].stdout
+        # the run records its settings: a printed command carries the regulariser on
+        run = Run.open(logdirs[name])
+        last = run.records()[-1]["channels"]  # the slots' norms, epoch by epoch
+        assert last["slots"] == 176 and 0 <= last["below_threshold"] <= 176 and len(last["norm_percentiles"]) == 5
+        recipe = run.recipe
+        assert recipe["channel_penalty"] == 0.05
+        assert "--channel-penalty 0.05" in str(training_command(recipe))
+    combined = json.load(open(os.path.join(outs["combined"], "report.json")))
+    assert combined["discarded"] and combined["gated"]
