@@ -320,7 +320,12 @@ class EpsResNet(ModelDesc):
     def _channel_cost(self, gates):
         """Channel pruning's regulariser over this tower's kernels, counting only blocks whose gate is open."""
         from .channels import channel_groups, penalty_tensor
-        kernels = {v.op.name: v for v in tfv1.trainable_variables() if v.op.name.endswith("/W")}
+        ctx = get_current_tower_context()
+        # replicated towers own their variables (tower1/conv0/W ...): penalise this tower's, as regularize_cost does
+        own = ctx.get_collection_in_tower(tfv1.GraphKeys.TRAINABLE_VARIABLES) if ctx.has_own_variables \
+            else tfv1.trainable_variables()
+        prefix = ctx.vs_name + "/" if ctx.has_own_variables and ctx.vs_name else ""
+        kernels = {v.op.name[len(prefix):]: v for v in own if v.op.name.endswith("/W")}
         block_open = {name: tf.stop_gradient(1.0 - is_discarded)
                       for name, (is_discarded, _) in zip(self.plan.block_names_gated, gates)}
         with tf.name_scope("channels"):

@@ -118,6 +118,11 @@ def test_two_towers_share_one_epsilon(tmp_path):
     assert in_blocks and not [n.name for n in in_blocks if n.op in ("If", "StatelessIf", "While", "Enter", "Exit")]
     for tower in ("tower0/", "tower1/"):
         assert any(n.op == "Merge" and n.name.startswith(tower + "res1.0/") for n in in_blocks), tower
+    # each tower's channel regulariser reads that tower's own kernels (the replicated trainer keeps a copy per tower)
+    reads = {n.name: [i.lstrip("^") for i in n.input] for n in graph.node}
+    tower1_kernels = {i for name, inputs in reads.items() if name.startswith("tower1/channels/")
+                      for i in inputs if "/W" in i and not i.startswith("tower1/channels/")}
+    assert tower1_kernels and all(i.startswith("tower1/") for i in tower1_kernels), sorted(tower1_kernels)[:5]
     # records show ε after the epoch's setters ran: switched on at the end of epoch 1
     assert [r["epsilon"] for r in read_records(logdir)] == [1e6, 1e6]
 

@@ -1,5 +1,6 @@
 """Train on two replicated towers (they fall back to the CPU here) and print, for every step, each tower's
-gate decision of block res1.0: ε is 0 in epoch 1 and 1e6 from then on.
+gate decision of block res1.0: ε is 0 in epoch 1 and 1e6 from then on. The channel regulariser is on (each
+tower must penalise its own copy of the kernels).
 
     python tests/programs/two_towers.py LOGDIR     prints TOWERS [names] and SEEN [[epoch, gate0, gate1], ...]
 """
@@ -32,7 +33,7 @@ class TowerGates(Callback):
 
 
 recipe = dataclasses.replace(DIGITS_DEMO, num_units=1, gpus=(0, 1), steps_per_epoch=3, max_epoch=2,
-                             epsilon=1e6, epsilon_start_epoch=1, logdir=sys.argv[1])
+                             epsilon=1e6, epsilon_start_epoch=1, logdir=sys.argv[1], channel_penalty=1e-3)
 gates = TowerGates()
 train(recipe, extra_callbacks=[gates])
 print("TOWERS", json.dumps(gates.names))
