@@ -220,3 +220,40 @@ def test_channel_and_combined_runs_export_fewer_channels_verified(tmp_path):
         assert "--channel-penalty 0.05" in str(training_command(recipe))
     combined = json.load(open(os.path.join(outs["combined"], "report.json")))
     assert combined["discarded"] and combined["gated"]
+
+
+@pytest.mark.parametrize("plan", [cifar_plan(1, image_size=16, width=2), cifar_plan(1, image_size=16, bottleneck=True),
+                                  imagenet_plan(18, num_classes=5, image_size=32)],
+                         ids=["wrn-10-2", "bottleneck-11", "resnet-18"])
+def test_removing_zeroed_channels_is_exact_on_wide_bottleneck_and_imagenet_networks(plan, tmp_path):
+    """A third of every group's channels zeroed, and one block's first inner group whole (the block goes): the
+    reduced network computes the zeroed one, through 1x1 projection shortcuts and bottlenecks' two inner groups."""
+    from eps_resnet.inference import BuiltNetwork, write_variables
+    from eps_resnet.reduction import slice_variables
+    variables = random_network_variables(plan)
+    groups = channel_groups(plan)
+    rng = np.random.RandomState(2)
+    gone = np.zeros(groups.num_slots, bool)
+    emptied = plan.blocks[1].name
+    for group, slots in groups.group_slots().items():
+        if group == emptied + "/conv1":
+            gone[slots] = True
+        else:
+            gone[rng.choice(slots, len(slots) // 3, replace=False)] = True
+    reduction, evidence, zeroed = channels_to_keep(plan, [], masked_variables(groups, variables, gone), threshold=1e-9)
+    # a bottleneck whose first inner group is gone loses its second too: ReLU(β) of the dead channels would reach it
+    second = groups.group_slots().get(emptied + "/conv2", [])
+    assert reduction.removed_blocks == (emptied,)
+    assert evidence["removed"] == int(gone.sum()) + int((~gone[second]).sum())
+    reduced = plan.reduce(reduction)
+    write_variables(zeroed, str(tmp_path / "zeroed"))
+    write_variables(slice_variables(plan, reduction, zeroed), str(tmp_path / "sliced"))
+    size = plan.image_size
+    images = np.random.RandomState(1).randint(0, 256, (8, size, size, 3)).astype(np.uint8)
+    full, small = BuiltNetwork(plan, str(tmp_path / "zeroed")), BuiltNetwork(reduced, str(tmp_path / "sliced"))
+    try:
+        np.testing.assert_allclose(small.logits(images), full.logits(images), rtol=0, atol=1e-4)
+    finally:
+        full.close()
+        small.close()
+    assert reduced.num_params < plan.num_params and reduced.flops < plan.flops
