@@ -231,5 +231,9 @@ def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     if "discarded" in summary:
         lines.append("discarded blocks: %d of %d%s" % (len(summary["discarded"]), summary["gated_blocks"],
                                                        (": " + ", ".join(summary["discarded"])) if summary["discarded"] else ""))
+    if "channels" in summary:
+        c = summary["channels"]
+        lines.append("channel slots below norm %g: %d of %d (prune_export.py removes them; --channel-threshold "
+                     "sets another norm)" % (c["threshold"], c["below_threshold"], c["slots"]))
     print("\n".join(lines))
     return 0

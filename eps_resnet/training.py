@@ -484,6 +484,8 @@ def summarize_run(logdir: str) -> dict:
         last = records[-1]
         summary["discarded"] = discarded_in_record(last)
         summary["gated_blocks"] = len(last["blocks"])
+    if records and "channels" in records[-1]:
+        summary["channels"] = records[-1]["channels"]
     choice = read_choice(logdir)
     if choice is not None:
         summary["epsilon_chosen"] = choice["epsilon"]

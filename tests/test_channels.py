@@ -194,6 +194,7 @@ def test_channel_and_combined_runs_export_fewer_channels_verified(tmp_path):
     outs = {name: str(tmp_path / (name + "-export")) for name in runs}
     trained = run_scripts(*[("train_cifar.py", *CHANNEL_RUN, *flags, "--logdir", logdirs[name])
                             for name, flags in runs.items()], check=True)
+    assert all("channel slots below norm 0.05: " in proc.stdout for proc in trained)
     exported = dict(zip(runs, run_scripts(*[
         ("prune_export.py", logdirs[name], "--out", outs[name], "--no-timing", "--calib-batches", "2",
          "--channel-threshold", "0.2") for name in runs], check=True)))
