@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-installed
 HOROVOD_GPU := $(HOROVOD_GPU_OPERATIONS)$(HOROVOD_GPU_ALLREDUCE)
 HOROVOD_STAMP := $(VENV)/.horovod-installed$(if $(HOROVOD_GPU),-gpu-$(HOROVOD_GPU))
 
-.PHONY: test test-fast demo study bench horovod clean-venv
+.PHONY: test test-fast demo study compare bench horovod clean-venv
 
 # The project itself goes in editable (pyproject.toml): `python -m eps_resnet.figures` and the eps-* commands then
 # work from any directory.
@@ -40,6 +40,11 @@ demo: $(STAMP)
 # Plain and ε-ResNets of depths 14, 20, 32 on the bundled digits, then python -m eps_resnet.study (~25 minutes).
 study: $(STAMP)
 	$(PY) tools/study_grid.py
+
+# Plain, ε-ResNet, channels and both, seeds 1-3 on the bundled digits, exported; tables and figure into
+# docs/comparison (python -m eps_resnet.compare; ~25 minutes on 2 cores).
+compare: $(STAMP)
+	$(PY) -m eps_resnet.compare --out compare_runs/$$(date +%Y%m%d-%H%M%S) --docs docs/comparison
 
 bench: $(STAMP)
 	$(PY) bench/gate_overhead.py

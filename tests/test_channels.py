@@ -1,5 +1,7 @@
 """Channel pruning (eps_resnet.channels): the groups skip connections tie, the regulariser by hand, and removal of
 zeroed channels that leaves the network's function exactly as it was."""
+import os
+
 import numpy as np
 import pytest
 
@@ -174,53 +176,57 @@ def test_a_group_all_below_the_threshold_keeps_its_strongest_channel():
         ("res2.0", 1, (1,), 2)]
 
 
-CHANNEL_RUN = ("--demo", "-n", "1", "--max-epoch", "3", "--steps-per-epoch", "40", "--channel-penalty", "0.05")
+COMPARISON_RUNS = "-n 1 --max-epoch 3 --steps-per-epoch 40 --epsilon-start 1"  # tiny: 3 blocks, 120 steps
 
 
 @pytest.mark.slow
-def test_channel_and_combined_runs_export_fewer_channels_verified(tmp_path):
-    """A plain run and an ε-ResNet run, each with the channel regulariser, trained and exported side by side: both
-    exports remove channels (the ε-ResNet's blocks too), compute the network with those channels zeroed, and load
-    in a process that imports only TensorFlow."""
+def test_the_comparison_trains_exports_and_tables_every_method(tmp_path):
+    """`python -m eps_resnet.compare` on one seed of tiny runs: plain, ε-ResNet, channels and both train and export
+    side by side. The channel exports remove channels (the combined one blocks too), compute the network with those
+    channels zeroed, and load in a process that imports only TensorFlow; the tables and the figure name every run."""
+    import json
+    import os
     from eps_resnet.commands import training_command
     from eps_resnet.plan import Plan
     from eps_resnet.reduction import Reduction
     from eps_resnet.rundir import Run
-    from tests.processes import run_scripts
-    import json
-    import os
-    runs = {"channels": ("--plain",), "combined": ("--epsilon-start", "1")}
-    logdirs = {name: str(tmp_path / name) for name in runs}
-    outs = {name: str(tmp_path / (name + "-export")) for name in runs}
-    trained = run_scripts(*[("train_cifar.py", *CHANNEL_RUN, *flags, "--logdir", logdirs[name])
-                            for name, flags in runs.items()], check=True)
-    assert all("channel slots below norm 0.05: " in proc.stdout for proc in trained)
-    exported = dict(zip(runs, run_scripts(*[
-        ("prune_export.py", logdirs[name], "--out", outs[name], "--no-timing", "--calib-batches", "2",
-         "--channel-threshold", "0.2") for name in runs], check=True)))
-    for name in runs:
-        report = json.load(open(os.path.join(outs[name], "report.json")))
+    from tests.processes import run_script
+    out, docs = str(tmp_path / "compare"), str(tmp_path / "docs")
+    proc = run_script("-m", "eps_resnet.compare", "--out", out, "--seeds", "1", "--train-args", COMPARISON_RUNS,
+                      "--recompute-bn", "2", "--channel-threshold", "0.2", "--docs", docs, check=True, timeout=1200)
+    comparison = json.load(open(os.path.join(docs, "comparison.json")))
+    rows = {r["method"]: r for r in comparison["rows"]}
+    assert sorted(rows) == ["both", "channels", "eps", "plain"] and comparison["settings"]["seeds"] == [1]
+    for name in ("channels", "both"):
+        export, logdir = rows[name]["export"], os.path.join(out, "runs", name + "-seed1")
+        report = json.load(open(os.path.join(export, "report.json")))
         channels = report["channels"]
         assert channels["removed"] > 0 and channels["largest_removed_norm"] < 0.2
         assert channels["masked_max_abs_diff"] <= 1e-3
         assert report["verification"]["top1_agreement"] == 1.0  # every artefact, in a TensorFlow-only process
         assert report["artefacts"]["model.tflite"]["top1_agreement"] == 1.0
-        assert report["params_after"] < report["params_before"]
-        reduction = Reduction.load(os.path.join(outs[name], "reduction.json"))
+        assert report["recomputed_bn"]["images"] == 128  # BatchNorm re-estimated on the sliced weights
+        assert report["params_after"] < report["params_before"] == rows["plain"]["params"]
+        reduction = Reduction.load(os.path.join(export, "reduction.json"))
         assert reduction.prunes_channels
-        assert Plan.load(os.path.join(outs[name], "plan.json")) == Plan.load(
-            os.path.join(logdirs[name], "plan.json")).reduce(reduction)
+        assert Plan.load(os.path.join(export, "plan.json")) == Plan.load(
+            os.path.join(logdir, "plan.json")).reduce(reduction)
         assert "Channels: %d of %d channel slots removed" % (channels["removed"], channels["slots"]) \
-            in exported[name].stdout
-        # the run records its settings: a printed command carries the regulariser on
-        run = Run.open(logdirs[name])
-        last = run.records()[-1]["channels"]  # the slots' norms, epoch by epoch
+            in open(os.path.join(export, "report.md")).read()
+        # the run records the slots' norms each epoch, and a printed command carries the regulariser on
+        run = Run.open(logdir)
+        last = run.records()[-1]["channels"]
         assert last["slots"] == 176 and 0 <= last["below_threshold"] <= 176 and len(last["norm_percentiles"]) == 5
-        recipe = run.recipe
-        assert recipe["channel_penalty"] == 0.05
-        assert "--channel-penalty 0.05" in str(training_command(recipe))
-    combined = json.load(open(os.path.join(outs["combined"], "report.json")))
-    assert combined["discarded"] and combined["gated"]
+        assert run.recipe["channel_penalty"] == 0.01
+        assert "--channel-penalty 0.01" in str(training_command(run.recipe))
+        assert "channel slots below norm 0.05: " in open(os.path.join(out, "logs", "train-%s-seed1.txt" % name)).read()
+    assert rows["both"]["blocks_removed"] >= 1 and rows["eps"]["epsilon"] is not None
+    assert rows["plain"]["channels_removed"] == 0 and rows["plain"]["blocks_removed"] == 0
+    text = open(os.path.join(docs, "comparison.md")).read()
+    for label in ("plain ResNet", "ε-ResNet (-e auto)", "channels", "ε-ResNet + channels"):
+        assert label in text
+    assert os.path.getsize(os.path.join(docs, "comparison.png")) > 10000
+    assert "ε-ResNet + channels" in proc.stdout
 
 
 @pytest.mark.parametrize("plan", [cifar_plan(1, image_size=16, width=2), cifar_plan(1, image_size=16, bottleneck=True),
@@ -258,3 +264,18 @@ def test_removing_zeroed_channels_is_exact_on_wide_bottleneck_and_imagenet_netwo
         full.close()
         small.close()
     assert reduced.num_params < plan.num_params and reduced.flops < plan.flops
+
+
+def test_bad_comparison_requests(tmp_path):
+    from tests.processes import assert_one_line_error, run_scripts
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    new = str(tmp_path / "new")
+    requests = [(("-m", "eps_resnet.compare", "--out", str(existing)), ("already exists",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--seeds", "1,x"), ("--seeds takes",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--seeds", "2,2"), ("distinct",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--channel-threshold", "-1"), ("--channel-threshold",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--train-args", "-n '1"), ("--train-args",))]
+    for proc, (_, fragments) in zip(run_scripts(*[command for command, _ in requests]), requests):
+        assert_one_line_error(proc, *fragments)
+    assert not os.path.exists(new) and os.listdir(str(existing)) == []

@@ -20,7 +20,7 @@ def outside_the_repository(cmd, tmp_path):
 
 def test_every_console_script_answers_help_from_another_directory(tmp_path):
     scripts = console_scripts()
-    assert len(scripts) == 7 and "eps-figures" in scripts
+    assert len(scripts) == 8 and "eps-figures" in scripts and "eps-compare" in scripts
     bin_dir = os.path.dirname(sys.executable)
     for name in scripts:
         proc = outside_the_repository([os.path.join(bin_dir, name), "--help"], tmp_path)
@@ -29,6 +29,6 @@ def test_every_console_script_answers_help_from_another_directory(tmp_path):
 
 
 def test_the_module_commands_run_from_another_directory(tmp_path):
-    for module in ("eps_resnet.figures", "eps_resnet.frontier", "eps_resnet.study"):
+    for module in ("eps_resnet.figures", "eps_resnet.frontier", "eps_resnet.study", "eps_resnet.compare"):
         proc = outside_the_repository([sys.executable, "-m", module, "--help"], tmp_path)
         assert proc.returncode == 0 and proc.stdout.startswith("usage: "), (module, proc.stderr[-2000:])
