@@ -147,6 +147,9 @@ class Recipe:
         if not (self.channel_penalty >= 0 and self.channel_variance >= 0):
             raise UserError("--channel-penalty and --channel-variance must be >= 0, got %r and %r"
                             % (self.channel_penalty, self.channel_variance))
+        if self.channel_penalty == 0 and self.channel_variance != Recipe.channel_variance:
+            raise UserError("--channel-variance weighs a term of the channel regulariser, which is off; pass "
+                            "--channel-penalty LAMBDA too, or drop --channel-variance")
         if self.num_units < 1:
             raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
         if self.width < 1:

@@ -195,6 +195,7 @@ def test_bad_command_lines(tmp_path):
                           "nothing to resume")
     assert_one_line_error(run_script("train_cifar.py", "--demo", "-e", "-1"), "--epsilon must be >= 0")
     assert_one_line_error(run_script("train_cifar.py", "--demo", "--channel-penalty", "nan"), "--channel-penalty")
+    assert_one_line_error(run_script("train_cifar.py", "--demo", "--channel-variance", "2"), "--channel-penalty LAMBDA")
     assert_one_line_error(run_script("train_imagenet.py", "--fake", "--batch", "256", "--gpu", "0,1,2"), "GPU")
 
 
