@@ -119,7 +119,7 @@ def draw(rows: List[dict], path: str):
             if mine:
                 ax.scatter([r[key] for r in mine], [100 * r["error"] for r in mine], label=label, alpha=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel(title + " (log scale)")
+        ax.set_xlabel(title + ", log scale")
         ax.set_ylabel("validation error of the export (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=9)
@@ -153,6 +153,7 @@ def compare(out: str, seeds: List[int], data: Optional[str], train_args: List[st
     if os.path.exists(out):
         raise UserError("%s already exists; the comparison writes a new directory: choose another --out" % out)
     dataset = ["--data", data] if data else ["--demo"]
+    commit = git_commit()  # the code that trains, not what the tree holds when the tables are written
     os.makedirs(os.path.join(out, "logs"))
     runs = {(m, s): os.path.join(out, "runs", "%s-seed%d" % (m, s)) for s in seeds for m in METHODS}
     exports = {key: os.path.join(out, "exports", os.path.basename(path)) for key, path in runs.items()}
@@ -169,7 +170,7 @@ def compare(out: str, seeds: List[int], data: Optional[str], train_args: List[st
                          "--baseline", runs["plain", s]] + export_flags + (["--data", data] if data else []),
                         os.path.join(out, "logs", "export-%s-seed%d.txt" % (m, s))) for (m, s) in runs], log)
     rows = [row_of(m, s, exports[m, s]) for (m, s) in runs]
-    settings = {"command": command, "commit": git_commit(), "seeds": seeds,
+    settings = {"command": command, "commit": commit, "seeds": seeds,
                 "train": " ".join(dataset + train_args) or "(the recipe's)", "export": " ".join(export_flags)}
     for folder in [out] + ([docs] if docs else []):
         os.makedirs(folder, exist_ok=True)
