@@ -27,16 +27,17 @@ def summary_table(report: dict) -> str:
             ["FLOPs (multiply-accumulates)", "%.3f G" % (report["flops_before"] / 1e9),
              "%.3f G" % (report["flops_after"] / 1e9)],
             ["SavedModel size", _mb(report["bytes_before"]), _mb(report["bytes_after"])]]
+    gated = " (gated)" if report.get("gated", True) else ""  # a plain run's trained network has no gates
     if "val_error_gated" in report:
         rows.append(["validation error (%d images)" % report["calibration_images"],
-                     "%.2f%% (gated)" % (100 * report["val_error_gated"]), "%.2f%%" % (100 * report["val_error_export"])])
+                     "%.2f%%%s" % (100 * report["val_error_gated"], gated), "%.2f%%" % (100 * report["val_error_export"])])
     if "baseline_val_error" in report:
         rows.append(["plain baseline (%d layers), same images" % report["baseline_layers"],
                      "%.2f%%" % (100 * report["baseline_val_error"]), ""])
     for batch in (1, 64):
         key = "latency_b%d" % batch
         if key in report:
-            rows.append(["CPU latency, batch %d" % batch, "%.1f ms (gated)" % report[key]["gated_ms"],
+            rows.append(["CPU latency, batch %d" % batch, "%.1f ms%s" % (report[key]["gated_ms"], gated),
                          "%.1f ms" % report[key]["export_ms"]])
     return tabulate(rows, headers=["", "trained network", "export"])
 
