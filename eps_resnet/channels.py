@@ -83,84 +83,46 @@ def _squares_along(value: np.ndarray, axis: int) -> np.ndarray:
     return np.sum(np.square(value.astype(np.float64)), axis=other)
 
 
-def member_squares(groups: ChannelGroups, variables: Dict[str, np.ndarray],
-                   open_blocks: Optional[Iterable[str]] = None) -> np.ndarray:
-    """[members, slots]: each member's sum of squares in each slot (0 where it has no slice, or its block is
-    not open; `open_blocks` None: every block is open)."""
-    open_blocks = None if open_blocks is None else set(open_blocks)
-    out = np.zeros((len(groups.members), groups.num_slots))
-    for m, member in enumerate(groups.members):
-        if member.block is not None and open_blocks is not None and member.block not in open_blocks:
-            continue
-        out[m] = np.bincount(member.slots, _squares_along(variables[member.variable], member.axis),
-                             minlength=groups.num_slots)
-    return out
-
-
-def presence(groups: ChannelGroups) -> np.ndarray:
-    """[members, slots]: 1 where the member has a slice in the slot."""
-    out = np.zeros((len(groups.members), groups.num_slots))
-    for m, member in enumerate(groups.members):
-        out[m, list(member.slots)] = 1.0
-    return out
-
-
 def slot_norms(groups: ChannelGroups, variables: Dict[str, np.ndarray],
                open_blocks: Optional[Iterable[str]] = None) -> np.ndarray:
-    """Each slot's L2 norm over its members (of open blocks)."""
-    return np.sqrt(member_squares(groups, variables, open_blocks).sum(0))
-
-
-def penalty_terms(groups: ChannelGroups, variables: Dict[str, np.ndarray],
-                  open_blocks: Optional[Iterable[str]] = None) -> Tuple[float, float]:
-    """(cross-layer, variance-aware) in NumPy, as `penalty_tensor` computes them in the graph."""
-    squares = member_squares(groups, variables, open_blocks)
-    active = presence(groups) * _open_mask(groups, open_blocks)[:, None]
-    cross = np.sum(np.sqrt(squares.sum(0) + TINY))
-    norms = np.sqrt(squares + TINY)
-    count = np.maximum(active.sum(0), 1.0)
-    mean = (active * norms).sum(0) / count
-    variance = (active * np.square(norms - mean)).sum(0) / count
-    return float(cross), float(np.sum(np.sqrt(variance + TINY)))
-
-
-def _open_mask(groups: ChannelGroups, open_blocks) -> np.ndarray:
-    if open_blocks is None:
-        return np.ones(len(groups.members))
-    open_blocks = set(open_blocks)
-    return np.array([1.0 if m.block is None or m.block in open_blocks else 0.0 for m in groups.members])
+    """Each slot's L2 norm over its members (of open blocks; `open_blocks` None: every block is open)."""
+    open_blocks = None if open_blocks is None else set(open_blocks)
+    total = np.zeros(groups.num_slots)
+    for member in groups.members:
+        if member.block is None or open_blocks is None or member.block in open_blocks:
+            total[list(member.slots)] += _squares_along(variables[member.variable], member.axis)
+    return np.sqrt(total)
 
 
 def penalty_tensor(groups: ChannelGroups, kernels: Dict[str, "object"], block_open: Dict[str, "object"],
                    variance_weight: float):
     """The regulariser in the training graph: cross-layer + variance_weight * variance-aware (see the module
     docstring). `kernels`: variable name -> tensor; `block_open`: block name -> float scalar tensor (1 open,
-    0 shut; no gradient flows through it), blocks not named are open."""
+    0 shut; no gradient flows through it), blocks not named are open.
+
+    Computed over one flat vector with an entry per member slice: a dense [members, slots] matrix would hold
+    about 50 M numbers at ResNet-1001, where the slices number about 0.1 M."""
     from .tfcompat import tf
-    n = groups.num_slots
-    squares, active = [], []
+    gated = sorted({m.block for m in groups.members if m.block in block_open})
+    gate_of = {block: i + 1 for i, block in enumerate(gated)}  # 0: a kernel outside any residual branch
+    open_now = tf.stack([tf.constant(1.0)] + [block_open[block] for block in gated])
+    squares, slot_of, gate_index = [], [], []
     for member in groups.members:
         w = kernels[member.variable]
         rank = w.shape.rank
-        other = [a for a in range(rank) if a != rank + member.axis]
-        sq = tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(w), axis=other),
-                                          tf.constant(member.slots, tf.int32), n)
-        here = np.zeros(n, np.float32)
-        here[list(member.slots)] = 1.0
-        weight = block_open.get(member.block) if member.block is not None else None
-        if weight is not None:
-            sq = sq * weight
-            active.append(tf.constant(here) * weight)
-        else:
-            active.append(tf.constant(here))
-        squares.append(sq)
-    squares = tf.stack(squares)
-    active = tf.stack(active)
-    cross = tf.reduce_sum(tf.sqrt(tf.reduce_sum(squares, 0) + TINY), name="cross_layer")
+        squares.append(tf.reduce_sum(tf.square(w), axis=[a for a in range(rank) if a != rank + member.axis]))
+        slot_of.extend(member.slots)
+        gate_index.extend([gate_of.get(member.block, 0)] * len(member.slots))
+    n = groups.num_slots
+    slot_of = tf.constant(slot_of, tf.int32)
+    active = tf.gather(open_now, tf.constant(gate_index, tf.int32))  # 1 for a slice of an open block, else 0
+    squares = tf.concat(squares, 0) * active
+    cross = tf.reduce_sum(tf.sqrt(tf.math.unsorted_segment_sum(squares, slot_of, n) + TINY), name="cross_layer")
     norms = tf.sqrt(squares + TINY)
-    count = tf.maximum(tf.reduce_sum(active, 0), 1.0)
-    mean = tf.reduce_sum(active * norms, 0) / count
-    variance = tf.reduce_sum(active * tf.square(norms - mean), 0) / count
+    count = tf.maximum(tf.math.unsorted_segment_sum(active, slot_of, n), 1.0)
+    mean = tf.math.unsorted_segment_sum(active * norms, slot_of, n) / count
+    deviation = norms - tf.gather(mean, slot_of)
+    variance = tf.math.unsorted_segment_sum(active * tf.square(deviation), slot_of, n) / count
     aware = tf.reduce_sum(tf.sqrt(variance + TINY), name="variance_aware")
     return tf.add(cross, variance_weight * aware, name="channel_penalty"), cross, aware
 

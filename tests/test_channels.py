@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from eps_resnet.channels import (TINY, channel_groups, channels_to_keep, masked_variables, penalty_tensor,
-                                 penalty_terms, slot_norms)
+from eps_resnet.channels import TINY, channel_groups, channels_to_keep, masked_variables, penalty_tensor, slot_norms
 from eps_resnet.plan import cifar_plan, imagenet_plan
 from eps_resnet.tfcompat import tf, tfv1
 
@@ -73,8 +72,8 @@ def test_the_regulariser_value_and_gradient_by_hand(shut):
     cross = np.sqrt(25 + TINY) + np.sqrt(16 + TINY) + (n - 2) * zero
     norms = [3.0, 4.0] + [zero] * (4 if shut else 6)
     aware = np.sqrt(np.var(norms) + TINY) + np.sqrt(np.var([zero, 4.0]) + TINY) + (n - 2) * zero
-    open_blocks = ["res2.0", "res3.0"] if shut else None
-    assert penalty_terms(groups, values, open_blocks) == pytest.approx((cross, aware), rel=1e-9)
+    slot = groups.slots.index(("conv0", 3))
+    assert slot_norms(groups, values, ["res2.0", "res3.0"] if shut else None)[slot] == pytest.approx(5.0)
 
     graph = tf.Graph()
     with graph.as_default():
@@ -92,6 +91,28 @@ def test_the_regulariser_value_and_gradient_by_hand(shut):
     assert got_grad[1, 1, 0, 3] == pytest.approx(3 / 5 + 0.5 * d_aware, rel=1e-4)
     # another stem channel is all zero: its slices get (almost) no gradient, and the stem's other entries none
     assert abs(got_grad[1, 1, 0, 4]) < 1e-3 and got_grad[0, 0, 1, 3] == 0
+
+
+def test_the_regulariser_at_resnet_1001_holds_one_number_per_kernel_slice():
+    """ResNet-1001 has about 25,000 channel slots and 2,000 member kernels: no tensor of the regulariser may be
+    [members, slots] (50 M numbers a tower); the largest holds one entry per member slice."""
+    from eps_resnet.reduction import variable_axes
+    plan = cifar_plan(111, bottleneck=True)
+    groups = channel_groups(plan)
+    slices = sum(len(m.slots) for m in groups.members)
+    graph = tf.Graph()
+    with graph.as_default():
+        shapes = {name: [3] * len(axes) for name, axes in variable_axes(plan).items()}
+        for m in groups.members:  # the channel axes' sizes; spatial ones 3
+            shapes[m.variable][m.axis] = len(m.slots)
+        kernels = {m.variable: tfv1.placeholder(tf.float32, shapes[m.variable]) for m in groups.members}
+        block_open = {b.name: tfv1.placeholder(tf.float32, ()) for b in plan.blocks if b.residual}
+        penalty_tensor(groups, kernels, block_open, variance_weight=1.0)
+        inputs = set(kernels.values())
+        largest = max(t.shape.num_elements() or 0 for op in graph.get_operations() for t in op.outputs
+                      if t not in inputs)
+    assert len(groups.members) > 1500 and groups.num_slots > 20000
+    assert largest <= slices < len(groups.members) * groups.num_slots / 100
 
 
 def random_network_variables(plan, seed=0):
