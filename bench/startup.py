@@ -2,10 +2,10 @@
 
 Each case is a fresh process that trains the bundled digits for 2 steps of batch 8 and validates once on 200
 images, so its wall time is almost all start-up: building the training tower(s), the inference tower, the
-session, and the first steps. Each case runs twice, interleaved with the others, and its faster run counts:
-these machines are shared. Cases: ResNet-32 (n=5), ResNet-110 (n=18) and the 752-layer network (n=125) on
-one tower, the bottleneck ResNet-1001 (n=111, 333 units), and n=18 on two replicated towers (they fall back to the
-CPU on a machine without GPUs). Prints the times; the ratio n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times
+session, and the first steps. Each case runs three times, interleaved with the others, and its fastest run
+counts: these machines are shared, and the per-layer ratio rests on a few seconds' difference. Cases: ResNet-32
+(n=5), ResNet-110 (n=18) and the 752-layer network (n=125) on one tower, the bottleneck ResNet-1001 (n=111, 333
+units), and n=18 on two replicated towers (they fall back to the CPU on a machine without GPUs). Prints the times; the ratio n=125 / n=18 (target <= 4.5; 375 blocks are 6.9 times
 54); the seconds each further block adds from n=5 to 18 and from n=18 to 125, whose ratio is 1 when start-up is
 linear in depth; the seconds per further weight layer from ResNet-110 to ResNet-1001 against those from ResNet-32
 to ResNet-110 (target <= 1.2); and 2 towers / 1 tower (target <= 2).
@@ -13,7 +13,7 @@ to ResNet-110 (target <= 1.2); and 2 towers / 1 tower (target <= 2).
 Then the cost of Grappler, which training switches off on machines without GPUs: n=18 start-up with it on, and
 the steady-state time of 40 steps of batch 32 (ResNet-110, the third of three epochs) with it on and off.
 
-    python bench/startup.py [--deep 125] [--shallow 18] [--repeat 2]
+    python bench/startup.py [--deep 125] [--shallow 18] [--repeat 3]
 """
 import argparse
 import os
@@ -72,7 +72,7 @@ def main():
     p.add_argument("--deep", type=int, default=125, help="blocks per group of the deep case (default: 125)")
     p.add_argument("--bottleneck", type=int, default=111,
                    help="units per group of the bottleneck case (default: 111, ResNet-1001)")
-    p.add_argument("--repeat", type=int, default=2, help="runs of each start-up case; the fastest counts (default: 2)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each start-up case; the fastest counts (default: 3)")
     p.add_argument("--case", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
