@@ -1,11 +1,11 @@
 """Blocks, channels or both: `python -m eps_resnet.compare` (`make compare`).
 
 For each seed, trains the plain ResNet, the ε-ResNet (ε chosen during training, -e auto), the channel regulariser
-(eps_resnet.channels) and both in one run, two at a time, on the bundled digits (or a CIFAR-style data set with
---data); exports each as the demo does (BatchNorm statistics re-estimated, the seed's plain run as baseline), and
-writes comparison.md, comparison.json and comparison.png: validation error against parameters and against the
-export's measured CPU latency at batch 1 and 64, the mean and the range over seeds, with the command, commit and
-settings that made them.
+(eps_resnet.channels) and both in one run, two at a time, on the bundled digits (or CIFAR-10, CIFAR-100 or SVHN
+with --dataset and --data; --methods picks fewer of the four); exports each as the demo does (BatchNorm
+statistics re-estimated, the seed's plain run as baseline), and writes comparison.md, comparison.json and
+comparison.png: validation error against parameters and against the export's measured CPU latency at batch 1 and
+64, the mean and the range over seeds, with the command, commit and settings that made them.
 
     OUT/runs/<method>-seed<S>       the training runs
     OUT/exports/<method>-seed<S>    their exports (report.md)
@@ -32,6 +32,37 @@ METHODS = {  # name -> (label, training flags)
     "both": ("ε-ResNet + channels", ["-e", "auto", "--channel-penalty", CHANNEL_PENALTY]),
 }
 FILES = ("comparison.md", "comparison.json", "comparison.png")
+
+
+def cifar_style_datasets() -> List[str]:
+    from .data import DATASETS
+    return [name for name, info in DATASETS.items() if info.style == "cifar"]
+
+
+def parse_methods(text: str) -> List[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise UserError("--methods takes distinct names from %s, comma-separated; got %r" % (",".join(METHODS), text))
+    if any(m != "plain" for m in methods) and "plain" not in methods:
+        raise UserError("--methods %s: every export is measured against the plain run of its seed; add plain" % text)
+    return [m for m in METHODS if m in methods]  # the table's order
+
+
+def training_script(dataset: str, data: Optional[str]) -> List[str]:
+    """The training command line's script and data flags for `dataset` (the registry's train_command)."""
+    from .data import dataset_info
+    info = dataset_info(dataset)
+    if info.needs_data_dir and not data:
+        raise UserError("--dataset %s needs --data DIR (the folder that holds its files)" % dataset)
+    if data and not info.needs_data_dir:
+        raise UserError("--dataset %s ships with a package and reads no --data; drop --data, or choose %s"
+                        % (dataset, ", ".join(d for d in cifar_style_datasets() if d != dataset)))
+    if data:
+        from .data import require_data_dir
+        require_data_dir(data, dataset)
+    script, *flags = info.train_command.split()
+    return [os.path.join(ROOT, script)] + flags + (["--data", data] if data else [])
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -62,7 +93,17 @@ def run_two_at_a_time(jobs: List[tuple], log=print):
                 f.close()
         for (title, _, path), code in zip(pair, codes):
             if code:
-                raise UserError("%s failed (exit code %d); its log is %s" % (title, code, path))
+                raise UserError("%s failed (exit code %d%s); its log is %s" % (title, code, last_error(path), path))
+
+
+def last_error(log_path: str) -> str:
+    """The failed command's own `error:` line, if its log has one."""
+    try:
+        with open(log_path, errors="replace") as f:
+            errors = [line.strip() for line in f if line.startswith("error:")]
+    except OSError:
+        return ""
+    return ": " + errors[-1][len("error:"):].strip() if errors else ""
 
 
 def row_of(method: str, seed: int, export_dir: str) -> dict:
@@ -148,18 +189,21 @@ def git_commit() -> str:
         return "unknown"
 
 
-def compare(out: str, seeds: List[int], data: Optional[str], train_args: List[str], recompute_bn: int,
-            channel_threshold: Optional[str], docs: Optional[str], command: str, log=print) -> List[dict]:
+def compare(out: str, seeds: List[int], dataset: str, data: Optional[str], train_args: List[str], recompute_bn: int,
+            channel_threshold: Optional[str], docs: Optional[str], command: str, methods: List[str] = tuple(METHODS),
+            log=print) -> List[dict]:
     if os.path.exists(out):
         raise UserError("%s already exists; the comparison writes a new directory: choose another --out" % out)
-    dataset = ["--data", data] if data else ["--demo"]
+    # the runs and exports start in the project's folder: every path they get is absolute
+    out, data = os.path.abspath(out), data and os.path.abspath(data)
+    script = training_script(dataset, data)
     commit = git_commit()  # the code that trains, not what the tree holds when the tables are written
     os.makedirs(os.path.join(out, "logs"))
-    runs = {(m, s): os.path.join(out, "runs", "%s-seed%d" % (m, s)) for s in seeds for m in METHODS}
+    runs = {(m, s): os.path.join(out, "runs", "%s-seed%d" % (m, s)) for s in seeds for m in methods}
     exports = {key: os.path.join(out, "exports", os.path.basename(path)) for key, path in runs.items()}
     log("== training %d runs, two at a time" % len(runs))
     run_two_at_a_time([("training %s, seed %d" % (m, s),
-                        [sys.executable, os.path.join(ROOT, "train_cifar.py")] + dataset + METHODS[m][1]
+                        [sys.executable] + script + METHODS[m][1]
                         + ["--seed", str(s), "--logdir", runs[m, s]] + train_args,
                         os.path.join(out, "logs", "train-%s-seed%d.txt" % (m, s))) for (m, s) in runs], log)
     export_flags = ["--recompute-bn", str(recompute_bn)] + (
@@ -170,8 +214,9 @@ def compare(out: str, seeds: List[int], data: Optional[str], train_args: List[st
                          "--baseline", runs["plain", s]] + export_flags + (["--data", data] if data else []),
                         os.path.join(out, "logs", "export-%s-seed%d.txt" % (m, s))) for (m, s) in runs], log)
     rows = [row_of(m, s, exports[m, s]) for (m, s) in runs]
-    settings = {"command": command, "commit": commit, "seeds": seeds,
-                "train": " ".join(dataset + train_args) or "(the recipe's)", "export": " ".join(export_flags)}
+    settings = {"command": command, "commit": commit, "seeds": seeds, "dataset": dataset, "methods": list(methods),
+                "train": " ".join([os.path.relpath(script[0], ROOT)] + script[1:] + train_args),
+                "export": " ".join(export_flags)}
     for folder in [out] + ([docs] if docs else []):
         os.makedirs(folder, exist_ok=True)
         atomic_write_text(os.path.join(folder, "comparison.json"), json.dumps({"settings": settings, "rows": rows},
@@ -187,10 +232,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", metavar="DIR", required=True, help="a new directory for the runs, exports and tables")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds; every method trains once per seed "
                                                    "(default: %(default)s)")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="a CIFAR-10 directory to compare on (default: the bundled digits, train_cifar.py --demo)")
+    p.add_argument("--dataset", choices=cifar_style_datasets(), default="digits",
+                   help="the data set (default: %(default)s, bundled; the others need --data)")
+    p.add_argument("--data", metavar="DIR", default=None, help="the data set's directory")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="which of the methods to train, comma-separated; plain is the baseline of every export "
+                        "(default: %(default)s)")
     p.add_argument("--train-args", default="", metavar="FLAGS",
-                   help="more train_cifar.py flags for every run, e.g. \"-n 9 --max-epoch 60\" (default: none)")
+                   help="more training flags for every run (train_cifar.py or train_svhn.py), e.g. "
+                        "\"-n 9 --max-epoch 60\" (default: none; the data set's recipe)")
     p.add_argument("--recompute-bn", type=int, default=20, metavar="N",
                    help="prune_export.py --recompute-bn for every export, as the demo (default: %(default)s)")
     p.add_argument("--channel-threshold", default=None, metavar="NORM",
@@ -216,8 +266,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise UserError("--train-args cannot be split into flags (%s)" % e)
     command = "python -m eps_resnet.compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                   else sys.argv[1:]))
-    rows = compare(args.out, parse_seeds(args.seeds), args.data, train_args, args.recompute_bn,
-                   args.channel_threshold, args.docs, command)
+    seeds, methods = parse_seeds(args.seeds), parse_methods(args.methods)
+    training_script(args.dataset, args.data)  # before anything is written
+    rows = compare(args.out, seeds, args.dataset, args.data, train_args, args.recompute_bn, args.channel_threshold,
+                   args.docs, command, methods)
     print(summary_table(rows))
     print("wrote %s" % ", ".join(os.path.join(f, name) for f in [args.out] + ([args.docs] if args.docs else [])
                                 for name in FILES))

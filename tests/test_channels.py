@@ -283,6 +283,33 @@ def test_removing_zeroed_channels_is_exact_on_wide_bottleneck_and_imagenet_netwo
     assert reduced.num_params < plan.num_params and reduced.flops < plan.flops
 
 
+@pytest.mark.slow
+def test_the_comparison_runs_on_a_cifar_style_data_directory(tmp_path):
+    """--dataset svhn --data DIR with two of the methods: the runs train with train_svhn.py on the files the test
+    wrote (SVHN's .mat format), export against the plain run, and the tables say what made them."""
+    import json
+    from tests.datafiles import write_svhn
+    from tests.processes import run_script
+    data = tmp_path / "svhn"
+    data.mkdir()
+    write_svhn(str(data), sizes=(("train", 96), ("test", 40), ("extra", 32)))
+    out, docs = str(tmp_path / "compare"), str(tmp_path / "docs")
+    run_script("-m", "eps_resnet.compare", "--out", out, "--seeds", "3", "--dataset", "svhn", "--data", str(data),
+               "--methods", "channels,plain", "--train-args", "-n 1 --max-epoch 2 --steps-per-epoch 10 --batch 16 "
+               "--workers 0", "--recompute-bn", "1", "--docs", docs, check=True, timeout=1200)
+    comparison = json.load(open(os.path.join(docs, "comparison.json")))
+    assert [(r["method"], r["seed"]) for r in comparison["rows"]] == [("plain", 3), ("channels", 3)]
+    settings = comparison["settings"]
+    assert settings["dataset"] == "svhn" and settings["methods"] == ["plain", "channels"]
+    assert settings["train"].startswith("train_svhn.py --data %s -n 1" % data)
+    for row in comparison["rows"]:
+        run = json.load(open(os.path.join(out, "runs", "%s-seed3" % row["method"], "run.json")))
+        assert run["recipe"]["dataset"] == "svhn" and run["recipe"]["data_dir"] == str(data)
+        report = json.load(open(os.path.join(row["export"], "report.json")))
+        assert report["calibration_images"] == 40 and report["verification"]["top1_agreement"] == 1.0
+    assert "train_svhn.py --data" in open(os.path.join(docs, "comparison.md")).read()
+
+
 def test_bad_comparison_requests(tmp_path):
     from tests.processes import assert_one_line_error, run_scripts
     existing = tmp_path / "existing"
@@ -292,7 +319,12 @@ def test_bad_comparison_requests(tmp_path):
                 (("-m", "eps_resnet.compare", "--out", new, "--seeds", "1,x"), ("--seeds takes",)),
                 (("-m", "eps_resnet.compare", "--out", new, "--seeds", "2,2"), ("distinct",)),
                 (("-m", "eps_resnet.compare", "--out", new, "--channel-threshold", "-1"), ("--channel-threshold",)),
-                (("-m", "eps_resnet.compare", "--out", new, "--train-args", "-n '1"), ("--train-args",))]
+                (("-m", "eps_resnet.compare", "--out", new, "--train-args", "-n '1"), ("--train-args",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--methods", "eps,channels"), ("add plain",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--methods", "plain,blocks"), ("--methods takes",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--dataset", "cifar100"), ("needs --data",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--data", str(existing)), ("reads no --data",)),
+                (("-m", "eps_resnet.compare", "--out", new, "--dataset", "svhn", "--data", new), ("does not exist",))]
     for proc, (_, fragments) in zip(run_scripts(*[command for command, _ in requests]), requests):
         assert_one_line_error(proc, *fragments)
     assert not os.path.exists(new) and os.listdir(str(existing)) == []
