@@ -147,12 +147,13 @@ class EpochRecorder(Callback):
     block statistics of its residual-branch kernels; for a gated run also discarded_cnt (sum of the blocks'
     moving averages of is_discarded) and per block the moving averages of is_discarded and of the batch max |F|
     (GateAgreement's, averaged over Horovod ranks). A plain run's records (`"gated": false`) carry the kernels
-    only: they are the control of the weight-collapse figure. Runs on rank 0 only.
+    only: they are the control of the weight-collapse figure. A pruning method may add its own part (channels:
+    the slots' norms; eps_resnet.methods). Runs on rank 0 only.
     """
 
-    def __init__(self, plan, logdir, gates=None, lr_setter=None, live_figures=True, channels=False):
+    def __init__(self, plan, logdir, gates=None, lr_setter=None, live_figures=True, methods=()):
         self.plan = plan
-        self.channels = channels  # also record the channel slots' norms (eps_resnet.channels)
+        self.methods = [m for m in methods if m.record_variables(plan)]  # those with a part in each record
         self.gates = gates
         self.live_figures = live_figures
         self.path = os.path.join(logdir, DISCARDS_FILE)
@@ -164,10 +165,7 @@ class EpochRecorder(Callback):
         self._kernels = {b.name: [variables[k] for k in b.residual_kernels] for b in self.plan.kept_blocks}
         self._epsilon = find_shared_variable("epsilon", self.graph)
         self._lr = find_shared_variable("learning_rate", self.graph)
-        if self.channels:
-            from .channels import channel_groups
-            self._groups = channel_groups(self.plan)
-            self._channel_kernels = {m.variable: variables[m.variable] for m in self._groups.members}
+        self._method_variables = {name: variables[name] for m in self.methods for name in m.record_variables(self.plan)}
 
     def _before_train(self):
         # records of the epochs before this (possibly resumed) start, read once and then kept in memory
@@ -189,8 +187,12 @@ class EpochRecorder(Callback):
             for name, (flag, rmax) in stats.items():
                 blocks[name].update(is_discarded=flag, response_max=rmax)
             record.update(epsilon=float(sess.run(self._epsilon)), discarded_cnt=float(sum(f for f, _ in stats.values())))
-        if self.channels:
-            record["channels"] = self._channel_record(sess, blocks)
+        if self.methods:
+            values = sess.run(self._method_variables)
+            open_blocks = [n for n, b in blocks.items() if not counts_as_discarded(b.get("is_discarded"))]
+            for method in self.methods:
+                record[method.report_key] = method.epoch_record(self.plan, values, open_blocks,
+                                                                self.trainer.monitors.put_scalar)
         for key in ("val_error_reduced", "val_error_top5_reduced", "val_error", "val_side_error", "val_error_top5",
                     "train_error", "side_train_error"):
             value = self._latest(key)
@@ -210,17 +212,6 @@ class EpochRecorder(Callback):
                     % (self.epoch_num, len(discarded), len(stats), record["discarded_cnt"], record["epsilon"], lr,
                        discard_table(self.plan, stats, self._previous)))
         self._previous = set(discarded)
-
-    def _channel_record(self, sess, blocks) -> dict:
-        """The channel slots' norms over the blocks still open: how many lie below the export's default threshold
-        (also a TensorBoard scalar), and their spread."""
-        from .channels import DEFAULT_THRESHOLD, slot_norms
-        open_blocks = [n for n, b in blocks.items() if not counts_as_discarded(b.get("is_discarded"))]
-        norms = slot_norms(self._groups, sess.run(self._channel_kernels), open_blocks)
-        below = int(np.sum(norms < DEFAULT_THRESHOLD))
-        self.trainer.monitors.put_scalar("channels/share_below_threshold", below / len(norms))
-        return {"slots": len(norms), "below_threshold": below, "threshold": DEFAULT_THRESHOLD,
-                "norm_percentiles": [float(q) for q in np.percentile(norms, [0, 10, 50, 90, 100])]}
 
     def _put_figures(self):
         """The figures worth watching live (figures.LIVE_FIGURES) as TensorBoard image summaries."""

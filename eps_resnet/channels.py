@@ -19,6 +19,7 @@ Ours, on the coupled channel groups of `reduction.channel_layout`:
 The loss gains `penalty * (cross_layer + variance_weight * variance_aware)`. At export, slots whose norm over the
 kept network is below a threshold are removed (at least one channel of each group stays).
 """
+import functools
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -57,9 +58,10 @@ class ChannelGroups:
         return out
 
 
+@functools.lru_cache(maxsize=8)
 def channel_groups(plan: Plan) -> ChannelGroups:
     """Every channel slot of `plan` and its members (kernels of the inference network; the side head, used in
-    training only, is left out)."""
+    training only, is left out). Kept for the plans last asked for: each tower and each epoch's record asks."""
     layout = channel_layout(plan)
     slot_ids, slots = {}, []
     for group, size in layout.group_sizes.items():

@@ -17,7 +17,7 @@ import os
 import shlex
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from . import UserError
 from .fileio import atomic_write_text

@@ -12,7 +12,8 @@ from typing import Callable, Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from . import UserError
-from .model import EpsResNet, ModelSettings
+from . import network
+from .network import gate_constants
 from .plan import Plan
 from .tfcompat import tf, tfv1
 from .tfgraph import find_shared_variable
@@ -53,10 +54,11 @@ def build_inference_graph(plan: Plan, epsilon: Optional[float] = None, batch: Op
     graph = tf.Graph()
     with graph.as_default():
         image = tfv1.placeholder(tf.uint8, [batch] + shape, name="image")
-        model = EpsResNet(plan, ModelSettings(epsilon=None if switchable else epsilon, side_weight=0.0))
         keep = tfv1.placeholder(tf.bool, [len(plan.kept_blocks)], name="keep") if switchable else None
         with PredictTowerContext(""):
-            logits, _, _ = model.forward(image, keep=tf.unstack(keep, num=len(plan.kept_blocks)) if switchable else None)
+            gates = gate_constants(epsilon) if epsilon is not None and not switchable else None
+            logits, _, _ = network.forward(plan, image, gates=gates,
+                                           keep=tf.unstack(keep, num=len(plan.kept_blocks)) if switchable else None)
         outputs = {"logits": logits, "probabilities": tf.nn.softmax(logits, name="probabilities"),
                    "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
         response_max = {}

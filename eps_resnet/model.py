@@ -1,37 +1,31 @@
-"""ε-ResNet and plain pre-activation ResNet graphs, built from a block plan (paper Sec. 3, Fig. 4).
+"""Training's ModelDesc: the network of a block plan (network.forward) with its inputs, losses, statistics and
+optimiser (paper Sec. 3 and 4).
 
 One ModelDesc serves both network styles and both variants:
 - `epsilon` a float: every block with a residual branch is gated (ε-ResNet);
 - `epsilon=None`: the plain pre-activation ResNet baseline, with the same variable names.
-A plan whose blocks have `residual=False` builds the reduced network (shortcut path only), so a
-checkpoint of the full network restores into it by name.
-
-Inputs are raw uint8 images; the preprocessing is in the graph (CIFAR-style: subtract the per-pixel
-mean image, divide by 128; ImageNet: scale to [0, 1], normalise by channel mean/std). The mean image is
-a non-trainable variable stored in every checkpoint, so an export needs nothing but the checkpoint.
+The loss adds each pruning method's training cost (eps_resnet.methods), and validation also scores the network
+an export would keep (validation_tower_func).
 """
-import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from . import UserError
-from .gate import GateConstants, StrictIdentityGate, add_tower_gate_statistics
-from .layers import bn_relu, conv2d
-from .plan import (CIFAR_STYLE, PREACT_BOTH, PREACT_NONE, SHORTCUT_CONV, SHORTCUT_POOL_PAD, Plan)
+from . import network
+from .gate import add_tower_gate_statistics
+from .methods import training_methods
+from .network import DATA_FORMATS, IMAGENET_MEAN, IMAGENET_STD, gate_constants
+from .plan import CIFAR_STYLE, Plan
 from .tfcompat import tf, tfv1
-from .tfgraph import shared_scalar_variable, shared_variable
+from .tfgraph import shared_scalar_variable
 
 from tensorpack import ModelDesc
-from tensorpack.models import AvgPooling, FullyConnected, GlobalAvgPooling, MaxPooling, regularize_cost
-from tensorpack.tfutils.argscope import argscope
+from tensorpack.models import regularize_cost
 from tensorpack.tfutils.summary import add_moving_summary
 from tensorpack.tfutils.tower import TowerFunc, get_current_tower_context
 
-DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 REDUCED_KEEP = "reduced_network_keep"
 
 
@@ -102,8 +96,8 @@ class EpsResNet(ModelDesc):
         self.plan = plan
         self.settings = settings.validate()
         self.gated = settings.epsilon is not None
+        self.methods = training_methods(settings.epsilon, settings.channel_penalty, settings.channel_variance)
         self.side = settings.side_weight > 0 and plan.side_block is not None
-        self.data_format = DATA_FORMATS[settings.data_format]
         size = plan.image_size
         if mean_image is None:
             mean_image = np.zeros((size, size, 3), np.float32)
@@ -139,9 +133,8 @@ class EpsResNet(ModelDesc):
         wd = self._weight_decay()
         # wd · Σ l2(W): one multiply, not one per kernel (and the kernels' gradients are bit for bit the same)
         wd_cost = tf.multiply(regularize_cost(".*/W", tf.nn.l2_loss, name="l2_sum"), wd, name="wd_cost")
-        terms = [total, wd_cost]
-        if self.settings.channel_penalty > 0:
-            terms.append(self._channel_cost(gates))
+        terms = [total, wd_cost] + [cost for cost in (m.training_cost(self, gates) for m in self.methods)
+                                    if cost is not None]
         total = tf.add_n(terms, name="cost")
         add_moving_summary(cost, wd_cost, total, tf.identity(wd, name="weight_decay"))
         self._weight_histograms()
@@ -171,107 +164,14 @@ class EpsResNet(ModelDesc):
         return TowerFunc(build, self.get_input_signature())
 
     def forward(self, image, keep=None):
-        """Main logits, side-head logits (None without side supervision), and per gated block its
-        (is_discarded, batch_response_max) tensors; with `keep` (per gated block a scalar bool tensor), the
-        network an export keeps: no gates, blocks flagged False reduced to their shortcut."""
-        plan = self.plan
-        keep = iter(keep) if keep is not None else None
-        epsilon = None
+        """network.forward with this model's settings: gated (ε-ResNet) unless plain or `keep` is given (the
+        network an export keeps, see validation_tower_func)."""
+        gates = None
         if self.gated and keep is None:  # read once per tower: every gate uses this value (one copy to the device)
-            epsilon = GateConstants.of(
-                tf.identity(shared_scalar_variable("epsilon", self.settings.epsilon), name="epsilon_value"),
-                branch=self.settings.branching_gates and get_current_tower_context().is_training)
-        x = self._preprocess(image)
-        side_logits = None
-        gates = []
-        with argscope([AvgPooling, MaxPooling, GlobalAvgPooling], data_format=self.data_format):
-            if plan.style == CIFAR_STYLE:
-                x = self._conv("conv0", x, plan.stem_channels, 3, then_bn_relu=True)
-            else:
-                x = self._conv("conv0", x, plan.stem_channels, 7, strides=2, then_bn_relu=True)
-                x = MaxPooling("pool0", x, 3, strides=2, padding="SAME")
-            for block in plan.blocks:
-                x = self._block(x, block, epsilon, gates, next(keep) if keep and block.residual else None)
-                if self.side and block.name == plan.side_block:
-                    side_logits = self._head(x, "side")
-            logits = self._head(x)
-        return logits, side_logits, gates
-
-    def _preprocess(self, image):
-        with tf.name_scope("preprocess"):
-            x = tf.cast(image, tf.float32)
-            if self.plan.style == CIFAR_STYLE:
-                mean = shared_variable("mean_image", self.mean_image)
-                x = (x - mean) * (1.0 / 128)
-            else:
-                # variables, so that the checkpoint (and the export) carries the run's choice
-                mean = shared_variable("channel_mean", np.asarray(self.channel_stats[0], np.float32))
-                std = shared_variable("channel_std", np.asarray(self.channel_stats[1], np.float32))
-                x = (x * (1.0 / 255) - mean) / std
-            if self.data_format == "channels_first":
-                x = tf.transpose(x, [0, 3, 1, 2])
-        return x
-
-    def _block(self, x, block, epsilon, gates, keep=None):
-        channel_axis = 1 if self.data_format == "channels_first" else 3
-        with tfv1.variable_scope(block.name):
-            # What feeds the shortcut and the residual branch (paper Fig. 4(a), pre-activation handling).
-            if block.preact == PREACT_NONE:
-                shortcut_in = residual_in = x
-            elif block.preact == PREACT_BOTH:
-                shortcut_in = residual_in = bn_relu("preact", x, self.settings.data_format)
-            else:
-                shortcut_in = x
-                residual_in = bn_relu("preact", x, self.settings.data_format) if block.residual else None
-
-            if block.shortcut == SHORTCUT_POOL_PAD:
-                shortcut = AvgPooling("pool", shortcut_in, 2)
-                paddings = [[0, 0], [0, 0], [0, 0], [0, 0]]
-                paddings[channel_axis] = list(block.padding)
-                shortcut = tf.pad(shortcut, paddings)
-            elif block.shortcut == SHORTCUT_CONV:
-                shortcut = self._conv("convshortcut", shortcut_in, block.out_channels, 1, strides=block.stride)
-            else:
-                shortcut = shortcut_in
-            if not block.residual:
-                return tf.identity(shortcut, name="output")
-            if keep is not None:  # raw Switch ops: the residual branch of a removed block is never computed
-                residual_in = tf.raw_ops.Switch(data=residual_in, pred=keep).output_true
-                shortcut_removed, shortcut = tf.raw_ops.Switch(data=shortcut, pred=keep)
-
-            def stride(k):
-                return block.stride if k == block.stride_at else 1
-            if block.kind == "basic":
-                (m,) = block.inner_channels
-                r = self._conv("conv1", residual_in, m, 3, strides=stride(1), then_bn_relu=True)
-                r = self._conv("conv2", r, block.out_channels, 3, strides=stride(2))
-            else:
-                m1, m2 = block.inner_channels
-                r = self._conv("conv1", residual_in, m1, 1, strides=stride(1), then_bn_relu=True)
-                r = self._conv("conv2", r, m2, 3, strides=stride(2), then_bn_relu=True)
-                r = self._conv("conv3", r, block.out_channels, 1)
-            if keep is not None:
-                return tf.identity(tf.raw_ops.Merge(inputs=[shortcut_removed, tf.add(shortcut, r)]).output,
-                                   name="output")
-            if epsilon is None:
-                return tf.add(shortcut, r, name="output")
-            out = StrictIdentityGate(r, epsilon, shortcut=shortcut)
-            graph, scope = tfv1.get_default_graph(), tfv1.get_default_graph().get_name_scope()
-            gates.append((graph.get_tensor_by_name(scope + "/is_discarded:0"),
-                          graph.get_tensor_by_name(scope + "/batch_response_max:0")))
-            self._response_mean_summary(r, block.name)
-            return tf.identity(out, name="output")
-
-    def _conv(self, name, x, out_channels, kernel, strides=1, then_bn_relu=False):
-        return conv2d(name, x, out_channels, kernel, strides, self.settings.data_format, then_bn_relu)
-
-    def _head(self, x, scope=""):
-        """BN+ReLU, global average pooling, fully connected: `logits`, or `side_logits` for scope "side"."""
-        with tfv1.variable_scope(scope) if scope else contextlib.nullcontext():
-            x = bn_relu("bnlast", x, self.settings.data_format)
-            x = GlobalAvgPooling("gap", x)
-            logits = FullyConnected("linear", x, self.plan.num_classes)
-        return tf.identity(logits, name=scope + "_logits" if scope else "logits")
+            gates = gate_constants(self.settings.epsilon,
+                                   branch=self.settings.branching_gates and get_current_tower_context().is_training)
+        return network.forward(self.plan, image, self.settings.data_format, gates, keep, self.side, self.mean_image,
+                               self.channel_stats, on_gated_residual=self._response_mean_summary)
 
     # ---- losses and statistics ----------------------------------------------------------------
     def _classification_losses(self, logits, label, prefix):
@@ -294,7 +194,7 @@ class EpsResNet(ModelDesc):
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)
 
-    def _response_mean_summary(self, residual, block):
+    def _response_mean_summary(self, block, residual):
         # mean|F| is only computed when summaries are written (not every step): it is a full-tensor pass.
         if get_current_tower_context().is_main_training_tower:
             mean = tf.reduce_mean(tf.abs(residual))
@@ -317,23 +217,20 @@ class EpsResNet(ModelDesc):
                 if name in variables:
                     tfv1.summary.histogram(tag, variables[name])
 
-    def _channel_cost(self, gates):
-        """Channel pruning's regulariser over this tower's kernels, counting only blocks whose gate is open."""
-        from .channels import channel_groups, penalty_tensor
+    # ---- what a pruning method's training cost reads (eps_resnet.methods) ---------------------------------
+    def tower_kernels(self):
+        """{variable name: kernel} of this tower: replicated towers own theirs (tower1/conv0/W ...) and penalise
+        those, as regularize_cost does; the names are the plan's."""
         ctx = get_current_tower_context()
-        # replicated towers own their variables (tower1/conv0/W ...): penalise this tower's, as regularize_cost does
         own = ctx.get_collection_in_tower(tfv1.GraphKeys.TRAINABLE_VARIABLES) if ctx.has_own_variables \
             else tfv1.trainable_variables()
         prefix = ctx.vs_name + "/" if ctx.has_own_variables and ctx.vs_name else ""
-        kernels = {v.op.name[len(prefix):]: v for v in own if v.op.name.endswith("/W")}
-        block_open = {name: tf.stop_gradient(1.0 - is_discarded)
-                      for name, (is_discarded, _) in zip(self.plan.block_names_gated, gates)}
-        with tf.name_scope("channels"):
-            regulariser, cross, aware = penalty_tensor(channel_groups(self.plan), kernels, block_open,
-                                                       self.settings.channel_variance)
-            cost = tf.multiply(regulariser, self.settings.channel_penalty, name="channel_cost")
-        add_moving_summary(cost, cross, aware)
-        return cost
+        return {v.op.name[len(prefix):]: v for v in own if v.op.name.endswith("/W")}
+
+    def blocks_open(self, gates):
+        """{block: 1.0 while its gate is open, else 0.0} (no gradient flows through it); {} for a plain network."""
+        return {name: tf.stop_gradient(1.0 - is_discarded)
+                for name, (is_discarded, _) in zip(self.plan.block_names_gated, gates)}
 
     def _weight_decay(self):
         s = self.settings

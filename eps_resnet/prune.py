@@ -1,10 +1,11 @@
 """From a training log directory to a verified SavedModel of the reduced network (paper Sec. 3, weight collapse and removal).
 
 `export()` runs typed phases over networks built once each (inference.BuiltNetwork):
-1. decide: the trained (gated) network runs over held-out images and each block's per-example max|F| is read.
-   A block is removed when max|F| < ε on every example (`criterion="calibration"`), or, as the released code
-   did, when its moving average of is_discarded at the checkpoint's epoch is 1 (`"ema"`). -> Decision, whose
-   `reduction.Reduction` gives the reduced plan.
+1. decide: the trained (gated) network runs over held-out images and each block's per-example max|F| is read;
+   then each pruning method of the run (eps_resnet.methods) narrows what is removed: ε-ResNet's gates remove a
+   block when max|F| < ε on every example (`criterion="calibration"`), or, as the released code did, when its
+   moving average of is_discarded at the checkpoint's epoch is 1 (`"ema"`); channels go below a norm. -> Decision,
+   whose `reduction.Reduction` gives the reduced plan, and the reference a method may name (checked here).
 2. weights: the run's, restored by name into the reduced network, or with BatchNorm statistics re-estimated for
    it (precise_bn). -> Weights
 3. artefacts: the SavedModel (`serving_default`: uint8 `image` -> `logits`, `probabilities`, `classes`) and TFLite
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -30,11 +31,13 @@ from .commands import number, training_command
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text
 from .inference import BuiltNetwork, interleaved_times
+from .methods import (Decision, PruningMethod, Reference, check_channel_threshold, check_export_epsilon,
+                      export_methods)
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
 from . import rundir
 from .reduction import REDUCTION_FILE, Reduction
-from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, Run, counts_as_discarded, is_export, record_of_epoch,
+from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, Run, is_export, record_of_epoch,
                      resolve_checkpoint)
 
 SIGNATURE = "serving_default"
@@ -146,21 +149,6 @@ def network_logits(plan: Plan, checkpoint: str, images: np.ndarray, batch_size: 
         net.close()
 
 
-def check_export_epsilon(epsilon: Optional[float], run: RunInfo, criterion: str, trained: Optional[float] = None):
-    """A UserError unless `epsilon` (prune_export --epsilon, a frontier point) can be exported from `run`; with the
-    `trained` ε (read from the checkpoint by the calibration pass), also unless it is at least that."""
-    if epsilon is None:
-        return
-    if not run.gated:
-        raise UserError("--epsilon applies to ε-ResNet runs; this is a plain ResNet run (no gates): drop --epsilon")
-    if criterion != "calibration":
-        raise UserError("--epsilon removes blocks by their calibration responses; drop --criterion %s" % criterion)
-    if trained is not None and not epsilon >= trained:
-        raise UserError("--epsilon %g is below the run's trained ε %g, where the gated model already shuts more blocks; "
-                        "pass a value of at least %g (python -m eps_resnet.frontier lists useful ones)"
-                        % (epsilon, trained, trained))
-
-
 def load_baseline(baseline_logdir: str, run: RunInfo) -> RunInfo:
     """The plain run to compare with (its newest checkpoint), after checking that it is plain and on the same data."""
     base = load_run(baseline_logdir)
@@ -187,28 +175,13 @@ def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray, bn_ch
             "baseline_bn_recomputed": bool(bn_checkpoint)}
 
 
-def blocks_to_remove(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float],
-                     criterion: str = "calibration") -> Tuple[List[str], List[dict]]:
-    """Names of the blocks to remove, and a per-block evidence table (list of dicts)."""
+def block_evidence(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float]) -> List[dict]:
+    """The per-block table of an export, nothing removed yet (BlockGates marks its removals)."""
     last = run.record["blocks"] if run.record else {}
-    rows, discarded = [], []
-    for b in run.plan.blocks:
-        if not b.residual:
-            continue
-        ema = last.get(b.name, {}).get("is_discarded")
-        kernel_norm = last.get(b.name, {}).get("kernels", {}).get("norm")
-        calib_max = float(maxima[b.name].max()) if b.name in maxima else None
-        if not run.gated:
-            gone = False
-        elif criterion == "ema":
-            gone = counts_as_discarded(ema, "released")
-        else:
-            gone = calib_max < epsilon
-        if gone:
-            discarded.append(b.name)
-        rows.append({"block": b.name, "group": b.group, "calibration_max": calib_max, "epsilon": epsilon,
-                     "ema_is_discarded": ema, "kernel_norm": kernel_norm, "discarded": gone})
-    return discarded, rows
+    return [{"block": b.name, "group": b.group, "calibration_max": float(maxima[b.name].max()) if b.name in maxima
+             else None, "epsilon": epsilon, "ema_is_discarded": last.get(b.name, {}).get("is_discarded"),
+             "kernel_norm": last.get(b.name, {}).get("kernels", {}).get("norm"), "discarded": False}
+            for b in run.plan.blocks if b.residual]
 
 
 def kept_gates_closed(n: int, maxima: Dict[str, np.ndarray], epsilon: Optional[float], discarded: List[str],
@@ -336,7 +309,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
     check_recompute_bn(recompute_bn)
     check_calib_batches(calib_batches)
-    check_channel_threshold(channel_threshold)
+    check_channel_threshold(channel_threshold)  # before anything is read
     if version < 1:
         raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
                         % version)
@@ -348,6 +321,7 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     run = load_run(logdir, checkpoint)
     base = load_baseline(baseline, run) if baseline else None
     check_export_epsilon(epsilon, run, criterion)
+    methods = export_methods(run.recipe, epsilon, criterion, channel_threshold)
     if criterion == "ema" and run.record is None:
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
@@ -359,14 +333,16 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
         images, labels = calibration_images(run, data_dir, calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
         trained = networks.enter_context(contextlib.closing(gated_network(run, images.shape[1:])))
-        decision = decide(run, trained, images, epsilon, criterion,
-                          channel_threshold_of(run, channel_threshold), os.path.join(staging, ".checkpoint"))
+        decision = decide(run, trained, images, methods, os.path.join(staging, ".checkpoint"))
         reduced = networks.enter_context(contextlib.closing(
             BuiltNetwork(decision.plan, decision.checkpoint, image_shape=images.shape[1:])))
-        if decision.channels:
-            decision.channels.update(check_channel_removal(run, decision, reduced, images, labels))
-            log("channels: %d of %d removed below norm %g" % (decision.channels["removed"],
-                                                              decision.channels["slots"], decision.channels["threshold"]))
+        if decision.reference:
+            decision.details[decision.reference.method].update(check_reference(decision.reference, reduced, images,
+                                                                               labels))
+        if "channels" in decision.details:
+            channels = decision.details["channels"]
+            log("channels: %d of %d removed below norm %g" % (channels["removed"], channels["slots"],
+                                                              channels["threshold"]))
         weights = reduced_weights(run, reduced, decision, images, labels, data_dir, recompute_bn, base, staging, log)
         saved_model, tflite = write_artefacts(reduced, decision, staging, version, quantize)
         report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
@@ -385,10 +361,9 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()
         if weights.bn_report:
             report["recomputed_bn"] = weights.bn_report
-        if decision.channels:
-            report["channels"] = decision.channels
+        report.update(decision.details)
         if verify:
-            exact = weights.changed or decision.above or decision.masked_checkpoint is not None
+            exact = weights.changed or decision.above or decision.reference is not None
             report.update(verify_artefacts(decision, reduced, exact, images, labels, saved_model, tflite, staging,
                                            version))
         report.update(size_report(run.plan, decision.plan, saved_model, staging, trained))
@@ -403,78 +378,33 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
 
 
 # ---- the export's phases: decide -> weights -> artefacts -> verify (then size, speed, report, publish) ---------
-@dataclass
-class Decision:
-    """What the export removes, and why."""
-    reduction: Reduction
-    plan: Plan                        # the reduced network
-    evidence: List[dict]              # per block: calibration max, ε, gate average, kernel norm, removed
-    gated_logits: np.ndarray          # the trained network on the calibration images
-    maxima: Dict[str, np.ndarray]     # per block, per image max|F|
-    trained_epsilon: Optional[float]
-    above: bool                       # removed at an ε above the trained one (a frontier point)
-    checkpoint: str = ""              # weights of the reduced network (the run's, or sliced to its channels)
-    channels: Optional[dict] = None   # channel pruning's evidence (eps_resnet.channels.channels_to_keep)
-    masked_checkpoint: Optional[str] = None  # the kept network with the removed channels' weights zeroed
-
-
-def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, epsilon: Optional[float], criterion: str,
-           channel_threshold: Optional[float] = None, folder: str = "") -> Decision:
-    """Blocks by the gates (ε-ResNet), then, with `channel_threshold`, channel slots by their norm in the network
-    left (eps_resnet.channels); a channel reduction writes the sliced and the masked checkpoints into `folder`."""
+def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, methods: List[PruningMethod],
+           folder: str) -> Decision:
+    """The trained network over the calibration images, then each method in turn narrows what is removed."""
     gated_logits, maxima, trained_epsilon = calibrate(run, images, trained)
-    check_export_epsilon(epsilon, run, criterion, trained_epsilon)
-    above = epsilon is not None and epsilon > trained_epsilon
-    discarded, evidence = blocks_to_remove(run, maxima, epsilon if above else trained_epsilon, criterion)
-    reduction, checkpoint, channels, masked = Reduction(tuple(discarded)), run.checkpoint, None, None
-    if channel_threshold:
-        from .channels import channels_to_keep
-        from .inference import read_variables, write_variables
-        from .reduction import slice_variables
-        variables = read_variables(run.checkpoint)
-        reduction, channels, zeroed = channels_to_keep(run.plan, discarded, variables, channel_threshold)
-        if channels["removed"]:
-            checkpoint, masked = os.path.join(folder, "channels-sliced"), os.path.join(folder, "channels-masked")
-            write_variables(slice_variables(run.plan, reduction, variables), checkpoint)
-            write_variables(zeroed, masked)
-        for row in evidence:
-            row["emptied_by_channels"] = row["block"] in channels["blocks_emptied"]
-    return Decision(reduction, run.plan.reduce(reduction), evidence, gated_logits, maxima, trained_epsilon, above,
-                    checkpoint, channels, masked)
+    decision = Decision(Reduction(), run.plan, block_evidence(run, maxima, trained_epsilon), gated_logits, maxima,
+                        trained_epsilon, checkpoint=run.checkpoint)
+    for method in methods:
+        decision = method.decide(run, decision, folder)
+    return replace(decision, plan=run.plan.reduce(decision.reduction))
 
 
-def channel_threshold_of(run: RunInfo, threshold: Optional[float]) -> Optional[float]:
-    """The export's channel threshold: as given, else the default for a run trained with --channel-penalty."""
-    from .channels import DEFAULT_THRESHOLD
-    if threshold is not None:
-        return threshold or None
-    return DEFAULT_THRESHOLD if run.recipe.get("channel_penalty", 0) > 0 else None
-
-
-def check_channel_threshold(threshold: Optional[float]):
-    if threshold is not None and not threshold >= 0:
-        raise UserError("--channel-threshold takes a channel norm >= 0 (0: keep every channel), got %r" % (threshold,))
-
-
-def check_channel_removal(run: RunInfo, decision: Decision, reduced: BuiltNetwork, images, labels) -> dict:
-    """The channel-reduced network against the kept network with the removed channels' weights zeroed: they
-    must compute the same logits (else the slicing lost a connection), whatever that does to the error."""
-    if decision.masked_checkpoint is None:
-        return {}
-    gate_kept = run.plan.without([b for b in decision.reduction.removed_blocks
-                                  if b not in decision.channels["blocks_emptied"]])
-    full = BuiltNetwork(gate_kept, decision.masked_checkpoint, image_shape=images.shape[1:])
+def check_reference(reference: Reference, reduced: BuiltNetwork, images, labels) -> dict:
+    """The reduced network against the reference a method named (for channels: the kept network with the removed
+    channels' weights zeroed): they must compute the same logits, else the reduction lost a connection."""
+    net = BuiltNetwork(reference.plan, reference.checkpoint, image_shape=images.shape[1:])
     try:
-        masked = full.logits(images, CALIBRATION_BATCH)
+        expected = net.logits(images, CALIBRATION_BATCH)
     finally:
-        full.close()
+        net.close()
     mine = reduced.logits(images, CALIBRATION_BATCH)
-    diff, agree = float(np.abs(mine - masked).max()), float(np.mean(mine.argmax(1) == masked.argmax(1)))
+    diff, agree = float(np.abs(mine - expected).max()), float(np.mean(mine.argmax(1) == expected.argmax(1)))
     if agree < 1.0 or diff > MAX_ABS_DIFF:
         raise ExportVerificationFailed(
-            "the channel-reduced network does not compute the network with those channels zeroed (top-1 agreement "
-            "%.4f, max |logit diff| %.3g > %g): nothing was exported" % (agree, diff, MAX_ABS_DIFF))
-    return {"masked_max_abs_diff": diff, "val_error_masked": float(np.mean(masked.argmax(1) != labels))}
+            "the reduced network does not compute its reference, the network with what %s removed zeroed (top-1 "
+            "agreement %.4f, max |logit diff| %.3g > %g): nothing was exported" % (reference.method, agree, diff,
+                                                                                   MAX_ABS_DIFF))
+    return {"reference_max_abs_diff": diff, "val_error_reference": float(np.mean(expected.argmax(1) != labels))}
 
 
 @dataclass

@@ -80,11 +80,11 @@ def channels_paragraph(report: dict) -> list:
         text += ", and %d block(s) whose inner channels all fell below it removed whole (%s)" % (
             len(c["blocks_emptied"]), ", ".join(c["blocks_emptied"]))
     text += ". Parameters %.3f M -> %.3f M." % (report["params_before"] / 1e6, report["params_after"] / 1e6)
-    if "val_error_masked" in c:
+    if "val_error_reference" in c:
         text += (" The reduced network computes the trained one with those channels zeroed (max |logit diff| "
                  "%.2g); validation error %.2f%% (trained) -> %.2f%% (channels zeroed)."
-                 % (c["masked_max_abs_diff"], 100 * report.get("val_error_gated", float("nan")),
-                    100 * c["val_error_masked"]))
+                 % (c["reference_max_abs_diff"], 100 * report.get("val_error_gated", float("nan")),
+                    100 * c["val_error_reference"]))
     return [text, ""]
 
 

@@ -366,7 +366,7 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
     if ranks:
         callbacks.append(RankEpochLog(ranks, gates, lr_setter))
     if is_chief:
-        callbacks.append(EpochRecorder(plan, run.logdir, gates, lr_setter, channels=recipe.channel_penalty > 0))
+        callbacks.append(EpochRecorder(plan, run.logdir, gates, lr_setter, methods=model.methods))
     callbacks += [NaNGuard(), InputWatchdog(), EstimatedTimeLeft()] + list(extra_callbacks)
     # monitors run after every callback; the console leaves out per-block scalars (1,125 lines an epoch at n=125),
     # which stay in TensorBoard, stats.json and discards.jsonl

@@ -219,7 +219,7 @@ def test_the_comparison_trains_exports_and_tables_every_method(tmp_path):
         report = json.load(open(os.path.join(export, "report.json")))
         channels = report["channels"]
         assert channels["removed"] > 0 and channels["largest_removed_norm"] < 0.2
-        assert channels["masked_max_abs_diff"] <= 1e-3
+        assert channels["reference_max_abs_diff"] <= 1e-3
         assert report["verification"]["top1_agreement"] == 1.0  # every artefact, in a TensorFlow-only process
         assert report["artefacts"]["model.tflite"]["top1_agreement"] == 1.0
         assert report["recomputed_bn"]["images"] == 128  # BatchNorm re-estimated on the sliced weights

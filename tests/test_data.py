@@ -1,4 +1,3 @@
-import logging
 import os
 import pickle
 import socket

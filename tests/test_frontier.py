@@ -4,7 +4,6 @@ import json
 import os
 import shlex
 
-import numpy as np
 import pytest
 
 import train_cifar
