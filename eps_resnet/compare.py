@@ -201,7 +201,7 @@ def compare(out: str, seeds: List[int], dataset: str, data: Optional[str], train
     os.makedirs(os.path.join(out, "logs"))
     runs = {(m, s): os.path.join(out, "runs", "%s-seed%d" % (m, s)) for s in seeds for m in methods}
     exports = {key: os.path.join(out, "exports", os.path.basename(path)) for key, path in runs.items()}
-    log("== training %d runs, two at a time" % len(runs))
+    log("== training %d run%s, two at a time" % (len(runs), "" if len(runs) == 1 else "s"))
     run_two_at_a_time([("training %s, seed %d" % (m, s),
                         [sys.executable] + script + METHODS[m][1]
                         + ["--seed", str(s), "--logdir", runs[m, s]] + train_args,

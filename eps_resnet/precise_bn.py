@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .inference import restore
-from .network import forward
+from . import network
 from .plan import Plan
 from .tfcompat import tf, tfv1
 
@@ -37,7 +37,7 @@ def recompute_bn_statistics(plan: Plan, checkpoint: str, batches: Iterable[np.nd
     with graph.as_default():
         image = tfv1.placeholder(tf.uint8, [None, plan.image_size, plan.image_size, 3], name="image")
         with TowerContext("", is_training=True):
-            forward(plan, image)
+            network.forward(plan, image)
         variables = {v.op: v for v in tfv1.global_variables()}
         layers = []  # (moving mean, moving variance, batch mean, batch variance)
         for op in graph.get_operations():

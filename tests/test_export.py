@@ -209,19 +209,24 @@ def test_every_block_of_basic_wide_and_bottleneck_resnets_can_be_removed_and_exp
 
 
 def test_imagenet_first_blocks_of_groups_can_be_removed(tmp_path):
-    """Also: a run with the released augmentation keeps its input normalisation through the export."""
+    """Also: a run with the released augmentation keeps its input normalisation through the export; and the
+    channel regulariser trains on an ImageNet network, whose export (every slot below its norm: each channel group
+    keeps its strongest channel) slices the stem, the 1x1 projection shortcuts and the classifier."""
     data = str(tmp_path / "imagenet")
     datafiles.write_imagenet(data, per_class=4)
     logdir = str(tmp_path / "run")
     run_script("train_imagenet.py", "--data", data, "-d", "18", "--image-size", "32", "--batch", "4", "-e", "1e6",
                "--max-epoch", "1", "--steps-per-epoch", "2", "--workers", "0", "--logdir", logdir, "--aug", "released",
-               check=True)
+               "--channel-penalty", "0.01", check=True)
     out = str(tmp_path / "export")
-    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", check=True)
+    proc = run_script("prune_export.py", logdir, "--out", out, "--no-timing", "--channel-threshold", "1e9", check=True)
     reduced = Plan.load(os.path.join(out, "plan.json"))
     assert len(reduced.discarded_blocks) == 8
     b = reduced.block("group1/block0")
     assert not b.residual and b.shortcut == "conv" and b.preact == "both"
+    assert reduced.stem_channels == 1 and b.out_channels == 1 and reduced.num_params < 1000
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert report["channels"]["reference_max_abs_diff"] <= 1e-3
     assert "max |logit difference|" in proc.stdout
     # the released code normalised BGR images with RGB-ordered constants: on RGB images, the reversed constants
     ckpt = tf.train.load_checkpoint(tf.train.latest_checkpoint(logdir))
@@ -313,18 +318,18 @@ def test_the_demos_export_builds_each_network_once_and_reports_the_same(demo_exp
     """The demo's export again, in this process: the trained, reduced and baseline networks are each built once
     (calibration, logits under other weights, the SavedModel and timing reuse them), plus one training-mode graph
     per BatchNorm re-estimation: five graphs in all. The result is the demo's export."""
-    from eps_resnet.model import EpsResNet
+    from eps_resnet import network
     from eps_resnet.prune import export
     from eps_resnet.tfcompat import tfv1
     logdir, out, _ = demo_export
     report = json.load(open(os.path.join(out, "report.json")))
     graphs = []
-    forward = EpsResNet.forward
+    forward = network.forward
 
-    def counted(self, *args, **kwargs):  # the real network, noting the graph it is built in
+    def counted(*args, **kwargs):  # the real network, noting the graph it is built in
         graphs.append(tfv1.get_default_graph())
-        return forward(self, *args, **kwargs)
-    monkeypatch.setattr(EpsResNet, "forward", counted)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(network, "forward", counted)
     again = export(logdir, str(tmp_path / "again"), baseline=report["baseline_logdir"], quantize="dynamic",
                    recompute_bn=report["recomputed_bn"]["images"] // 64, log=lambda m: None)
     assert len(set(map(id, graphs))) == len(graphs) == 5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from eps_resnet.inference import build_inference_graph, restore
-from eps_resnet.model import EpsResNet, ModelSettings
+from eps_resnet.network import forward
 from eps_resnet.plan import cifar_plan
 from eps_resnet.precise_bn import recompute_bn_statistics
 from eps_resnet.tfcompat import tf, tfv1
@@ -39,7 +39,7 @@ def training_mode_logits(checkpoint, images):
     with tf.Graph().as_default() as graph:
         x = tfv1.placeholder(tf.uint8, [None, 8, 8, 3])
         with TowerContext("", is_training=True):
-            logits, _, _ = EpsResNet(PLAN, ModelSettings(epsilon=None, side_weight=0.0)).forward(x)
+            logits, _, _ = forward(PLAN, x)
         with tfv1.Session(graph=graph) as sess:
             restore(sess, checkpoint)
             return sess.run(logits, {x: images})
