@@ -33,7 +33,7 @@ def recipe_from_command_line(argv=None):
                         help="train on scikit-learn's bundled handwritten digits (no download) with demo settings")
     cli.add_mean_from_flag(parser, base)
     args = parser.parse_args(argv)
-    recipe = cli.recipe_from_args(base, args, mean_from=args.mean_from, gpus=cli.parse_gpus(args.gpu))
+    recipe = cli.recipe_from_args(base, args)
     return recipe, args.dry_run
 
 

@@ -9,26 +9,18 @@ Examples:
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli, guard
-from eps_resnet.data import IMAGENET_AUGS
-from eps_resnet.plan import IMAGENET_DEPTHS
+from eps_resnet.options import add_option
 from eps_resnet.recipes import IMAGENET
 
 
 def recipe_from_command_line(argv=None):
     """(the recipe the command line asks for, whether it is a dry run)."""
-    def network(p):
-        p.add_argument("-d", "--depth", type=int, default=IMAGENET.depth, choices=sorted(IMAGENET_DEPTHS),
-                       help="network depth")
-    parser = cli.base_parser(__doc__, IMAGENET, network)
-    parser.add_argument("--fake", action="store_true", help="synthetic input data, to benchmark the graph")
-    parser.add_argument("--image-size", type=int, default=224, help="input size (smaller for quick experiments)")
-    parser.add_argument("--aug", choices=IMAGENET_AUGS, default=IMAGENET.imagenet_aug,
-                        help="augmentation and input normalisation: intended (RGB, PCA lighting on [0, 255], "
-                             "cubic resizes), or released (the released code's chain with its quirks; "
-                             "docs/FIDELITY.md)")
+    parser = cli.base_parser(__doc__, IMAGENET, cli.imagenet_network_flags(IMAGENET))
+    add_option(parser, "fake_data", False)
+    add_option(parser, "image_size", 224)
+    add_option(parser, "imagenet_aug", IMAGENET.imagenet_aug)
     args = parser.parse_args(argv)
-    recipe = cli.recipe_from_args(IMAGENET, args, depth=args.depth, fake_data=args.fake, image_size=args.image_size,
-                                  imagenet_aug=args.aug, gpus=cli.parse_gpus(args.gpu))
+    recipe = cli.recipe_from_args(IMAGENET, args)
     return recipe, args.dry_run
 
 

@@ -8,20 +8,17 @@ Examples:
 """
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli, guard
-from eps_resnet.data import SVHN_JITTERS
+from eps_resnet.options import add_option
 from eps_resnet.recipes import SVHN
 
 
 def recipe_from_command_line(argv=None):
     """(the recipe the command line asks for, whether it is a dry run)."""
     parser = cli.base_parser(__doc__, SVHN, cli.cifar_network_flags(SVHN))
-    parser.add_argument("--jitter", choices=SVHN_JITTERS, default=SVHN.svhn_jitter,
-                        help="augmentation: paper (40x40 paste, the paper's colour jitter, 32x32 crop), released "
-                             "(the released code's chain, with its Gaussian deformation), none (pad and crop only)")
+    add_option(parser, "svhn_jitter", SVHN.svhn_jitter)
     cli.add_mean_from_flag(parser, SVHN)
     args = parser.parse_args(argv)
-    recipe = cli.recipe_from_args(SVHN, args, svhn_jitter=args.jitter, mean_from=args.mean_from,
-                                  gpus=cli.parse_gpus(args.gpu))
+    recipe = cli.recipe_from_args(SVHN, args)
     return recipe, args.dry_run
 
 

@@ -7,7 +7,8 @@ import sys
 
 from . import UserError
 from .plan import Plan
-from .recipes import TRAINERS, Recipe
+from .options import OPTIONS, add_option
+from .recipes import Recipe
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -20,63 +21,37 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def base_parser(description: str, recipe: Recipe, network_flag) -> argparse.ArgumentParser:
-    """The flags every training script shares; `network_flag` adds -n/--num-units or -d/--depth."""
+    """The flags every training script shares (names, help and bounds: eps_resnet.options); `network_flag` adds
+    -n/--num-units or -d/--depth. Each flag's value lands under its recipe field's name."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     network_flag(p)
-    p.add_argument("--data", metavar="DIR", default=recipe.data_dir, help="dataset directory")
-    p.add_argument("-e", "--epsilon", type=epsilon_value, default=recipe.epsilon, metavar="EPS|auto",
-                   help="ε of the strict-identity gate (paper Sec. 4: CIFAR 2.5, SVHN 1.5, ImageNet 1.8-2.1), or "
-                        "auto: chosen when the warm-up (--epsilon-start) ends, on --holdout training images left out "
-                        "of training (beyond the paper; README, \"ε chosen during training\")")
-    p.add_argument("--epsilon-tolerance", type=float, default=AUTO_TOLERANCE, metavar="PERCENT",
-                   help="with -e auto, the largest ε whose gates, switched on, change at most this percentage of the "
-                        "held-out predictions (a bound on the error change, in points)")
-    p.add_argument("--holdout", type=int, default=None, metavar="N",
-                   help="with -e auto, the training images held out of training to choose ε on (default: %d)" % AUTO_HOLDOUT)
-    p.add_argument("--epsilon-start", type=int, default=recipe.epsilon_start_epoch, metavar="EPOCH",
-                   help="keep ε at 0 (a plain ResNet) until this epoch ends")
+    add_option(p, "data_dir", recipe.data_dir)
+    e = OPTIONS["epsilon"]
+    p.add_argument(*e.names, dest="epsilon", type=epsilon_value, default=recipe.epsilon, metavar=e.metavar, help=e.help)
+    add_option(p, "epsilon_tolerance", AUTO_TOLERANCE)
+    add_option(p, "holdout", None, help=OPTIONS["holdout"].help + " (default: %d)" % AUTO_HOLDOUT)
+    add_option(p, "epsilon_start_epoch", recipe.epsilon_start_epoch)
     p.add_argument("--plain", action="store_true", help="train the plain pre-activation ResNet baseline: no gates, "
                    "standard learning-rate schedule, %d epochs unless --max-epoch" % recipe.plain_max_epoch)
-    p.add_argument("--channel-penalty", type=float, default=recipe.channel_penalty, metavar="LAMBDA",
-                   help="channel pruning after VACL (beyond the paper; README, \"Channels\"): this weight times the "
-                        "cross-layer group norms of the channels skip connections tie together, plus their "
-                        "variance-aware term; 0: off (default: %(default)s)")
-    p.add_argument("--channel-variance", type=float, default=recipe.channel_variance, metavar="W",
-                   help="with --channel-penalty, the weight of the variance-aware term (the spread of a channel's "
-                        "norms over the layers it connects) against the group norms (default: %(default)s)")
-    p.add_argument("--gpu", metavar="IDS", default=None,
-                   help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: CPU")
-    p.add_argument("--trainer", choices=TRAINERS, default="auto",
-                   help="multi-GPU engine: replicated (one process, --gpu), or horovod (one process per GPU, several "
-                   "machines: start with horovodrun); auto picks horovod when started by horovodrun")
-    p.add_argument("--scale-lr", action="store_true",
-                   help="Horovod: multiply the learning rates by the number of processes (linear scaling rule)")
-    p.add_argument("--logdir", metavar="DIR", default=None,
-                   help="log directory of the run (default: train_log/<dataset>-<network>-<variant>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --logdir from its last checkpoint")
-    p.add_argument("--load", metavar="CKPT", default=None,
-                   help="initialise the weights from this checkpoint (model-N prefix, .index file or log dir)")
-    p.add_argument("--max-epoch", type=int, default=None,
-                   help="last epoch (default: %d, or %d with --plain)" % (recipe.max_epoch, recipe.plain_max_epoch))
-    p.add_argument("--steps-per-epoch", type=int, default=recipe.steps_per_epoch,
-                   help="steps per epoch (default: one pass over the training set)")
-    p.add_argument("--batch", type=int, default=recipe.batch,
-                   help="batch size in total" if recipe.batch_is_total else "batch size per GPU")
-    p.add_argument("--seed", type=int, default=recipe.seed,
-                   help="seed of the weights' initialisation, the data order and the augmentation; with --workers 0 "
-                        "a run is repeatable (default: %s)" % ("%(default)s" if recipe.seed is not None else "none, a new one each run"))
-    p.add_argument("--no-side", action="store_true", help="switch off the side supervision (weight 0.1) mid-network")
-    p.add_argument("--workers", type=int, default=recipe.workers,
-                   help="dataflow worker processes; none: from the cores, min(40, cores/2) for ImageNet, "
-                        "min(4, cores/2) for CIFAR/SVHN; 0: load in the training process")
-    p.add_argument("--xla", action="store_true",
-                   help="compile the training graph with XLA auto-clustering (fuses each gate on GPUs)")
-    p.add_argument("--grappler", action="store_true",
-                   help="run TensorFlow's graph rewrites (Grappler) on a CPU too, as on GPUs: steps 6-20%% faster at "
-                        "batch 32, no faster at 128; start-up longer (ResNet-362: +35 s; README, Benchmarks)")
-    p.add_argument("--histogram-blocks", type=int, default=recipe.histogram_blocks, metavar="N",
-                   help="TensorBoard histograms of the kernels of N blocks evenly spaced along the depth, besides the "
-                        "stem and heads (default: %(default)s; 0: none; every block of ResNet-752 would be ~2.1 MB an epoch)")
+    add_option(p, "channel_penalty", recipe.channel_penalty)
+    add_option(p, "channel_variance", recipe.channel_variance)
+    add_option(p, "gpus", None)  # a string until recipe_from_args parses it (parse_gpus)
+    add_option(p, "trainer", "auto")
+    add_option(p, "scale_lr", False)
+    add_option(p, "logdir", None)
+    add_option(p, "resume", False)
+    add_option(p, "load", None)
+    add_option(p, "max_epoch", None,
+               help="last epoch (default: %d, or %d with --plain)" % (recipe.max_epoch, recipe.plain_max_epoch))
+    add_option(p, "steps_per_epoch", recipe.steps_per_epoch)
+    add_option(p, "batch", recipe.batch, help="batch size in total" if recipe.batch_is_total else "batch size per GPU")
+    add_option(p, "seed", recipe.seed, help=OPTIONS["seed"].help + " (default: %s)" % (
+        "%(default)s" if recipe.seed is not None else "none, a new one each run"))
+    add_option(p, "side_weight", False, dest="no_side")  # recipe_from_args turns it into weight 0
+    add_option(p, "workers", recipe.workers)
+    add_option(p, "xla", False)
+    add_option(p, "grappler", False)
+    add_option(p, "histogram_blocks", recipe.histogram_blocks)
     p.add_argument("--dry-run", action="store_true",
                    help="print the network plan (blocks per group, parameters, FLOPs) and exit")
     return p
@@ -100,16 +75,16 @@ def cifar_network_flags(recipe: Recipe):
     """The network flags of the CIFAR-style scripts (CIFAR, SVHN, the digits): -n/--num-units, --bottleneck and
     --width."""
     def add(p: argparse.ArgumentParser):
-        p.add_argument("-n", "--num-units", type=int, default=recipe.num_units,
-                       help="blocks per group: depth 6n+2 (ResNet-110: 18, the 752-layer network: 125), with "
-                            "--bottleneck 9n+2 (ResNet-164: 18, ResNet-1001: 111)")
-        p.add_argument("--bottleneck", action="store_true", default=recipe.bottleneck,
-                       help="the pre-activation paper's bottleneck units (1x1, 3x3, 1x1; 64, 128, 256 channels), "
-                            "every unit gated (default: %(default)s, basic blocks)")
-        p.add_argument("--width", type=int, default=recipe.width, metavar="K",
-                       help="channel multiplier: K > 1 gives the wide residual network WRN-(6n+4)-K, every block "
-                            "gated (WRN-28-10: -n 4 --width 10, 36.5 M parameters), with 1x1 convolution shortcuts "
-                            "where the channel count changes")
+        add_option(p, "num_units", recipe.num_units)
+        add_option(p, "bottleneck", recipe.bottleneck)
+        add_option(p, "width", recipe.width)
+    return add
+
+
+def imagenet_network_flags(recipe: Recipe):
+    """-d/--depth, the ImageNet script's network flag."""
+    def add(p: argparse.ArgumentParser):
+        add_option(p, "depth", recipe.depth)
     return add
 
 
@@ -122,10 +97,7 @@ def add_checkpoint_data_flags(p: argparse.ArgumentParser):
 
 
 def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
-    from .data import MEAN_FROM
-    p.add_argument("--mean-from", choices=MEAN_FROM, default=recipe.mean_from,
-                   help="images the subtracted mean image is computed from: the training split, or all splits "
-                        "including the test split (the released code; docs/FIDELITY.md)")
+    add_option(p, "mean_from", recipe.mean_from)
 
 
 def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
@@ -147,13 +119,20 @@ def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
     return tuple(range(len(ids)))  # after CUDA_VISIBLE_DEVICES, TensorFlow numbers them from 0
 
 
+# Fields whose flag stores the value as it is (add_option): the rest are turned into values below.
+PLAIN_VALUE_FIELDS = ("data_dir", "logdir", "load", "steps_per_epoch", "seed", "trainer", "scale_lr", "xla",
+                      "grappler", "histogram_blocks", "channel_penalty", "channel_variance", "epsilon_start_epoch",
+                      "resume", "batch", "workers", "num_units", "width", "bottleneck", "depth", "mean_from",
+                      "svhn_jitter", "imagenet_aug", "image_size", "fake_data")
+
+
 def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recipe:
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
-    changes = {k: v for k, v in (("data_dir", args.data), ("logdir", args.logdir), ("load", args.load),
-                                 ("steps_per_epoch", args.steps_per_epoch)) if v is not None}
-    changes.update(seed=args.seed, trainer=args.trainer, scale_lr=args.scale_lr, xla=args.xla, grappler=args.grappler,
-                   histogram_blocks=args.histogram_blocks, channel_penalty=args.channel_penalty,
-                   channel_variance=args.channel_variance)
+    given = vars(args)
+    changes = {field: given[field] for field in PLAIN_VALUE_FIELDS if field in given}
+    for field in ("data_dir", "logdir", "load", "steps_per_epoch"):  # left out: the recipe's own
+        if changes.get(field) is None:
+            changes.pop(field, None)
     auto = args.epsilon == "auto" and not args.plain
     if args.epsilon == "auto" and args.plain:
         raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")
@@ -161,19 +140,17 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
         raise UserError("--holdout sets aside images for --epsilon auto; drop it, or pass -e auto")
     changes.update(epsilon_tolerance=args.epsilon_tolerance if auto else None,
                    holdout=(args.holdout if args.holdout is not None else AUTO_HOLDOUT) if auto else 0)
-    changes.update(epsilon=None if args.plain else 0.0 if auto else args.epsilon, epsilon_start_epoch=args.epsilon_start,
-                   resume=args.resume, batch=args.batch, workers=args.workers,
+    changes.update(epsilon=None if args.plain else 0.0 if auto else args.epsilon,
                    max_epoch=(args.max_epoch if args.max_epoch is not None
                               else recipe.plain_max_epoch if args.plain else recipe.max_epoch))
     if args.no_side:
         changes["side_weight"] = 0.0
-    if getattr(args, "num_units", None) is not None:  # the CIFAR-style scripts (cifar_network_flags)
-        changes.update(num_units=args.num_units, width=args.width, bottleneck=args.bottleneck)
     if args.xla and "tensorflow" not in sys.modules:
         # auto-clustering of CPU ops (GPU ops need nothing more); TensorFlow reads the flag when it loads
         flags = os.environ.get("TF_XLA_FLAGS", "")
         if "--tf_xla_cpu_global_jit" not in flags:
             os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
+    changes["gpus"] = parse_gpus(args.gpus)
     changes.update(extra)
     return dataclasses.replace(recipe, **changes)
 

@@ -10,6 +10,7 @@ import shlex
 from typing import Tuple
 
 from .data import dataset_info
+from .options import OPTIONS
 from .recipes import RECIPES
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,8 @@ def training_command(recipe: dict, **changes) -> TrainingCommand:
     argv = ["python"] + info.train_command.split()
     shown = {"dataset"}
 
-    def flag(name, *args):
-        argv.append(name)
+    def flag(field, *args):  # the field's flag (eps_resnet.options), its shortest spelling
+        argv.append(OPTIONS[field].names[0] if field in OPTIONS else field)
         argv.extend(str(a) for a in args)
 
     def differs(field):
@@ -47,61 +48,59 @@ def training_command(recipe: dict, **changes) -> TrainingCommand:
         return field in r and r[field] != base[field]
 
     if info.style == "imagenet":
-        flag("-d", r["depth"])
+        flag("depth", r["depth"])
         if differs("image_size"):
-            flag("--image-size", r["image_size"])
+            flag("image_size", r["image_size"])
         if differs("imagenet_aug"):
-            flag("--aug", r["imagenet_aug"])
+            flag("imagenet_aug", r["imagenet_aug"])
         if differs("fake_data"):
-            flag("--fake")
+            flag("fake_data")
     else:
-        flag("-n", r["num_units"])
+        flag("num_units", r["num_units"])
         if differs("width"):
-            flag("--width", r["width"])
+            flag("width", r["width"])
         if differs("bottleneck"):
-            flag("--bottleneck")
+            flag("bottleneck")
         if differs("mean_from"):
-            flag("--mean-from", r["mean_from"])
+            flag("mean_from", r["mean_from"])
         if r["dataset"] == "svhn" and differs("svhn_jitter"):
-            flag("--jitter", r["svhn_jitter"])
+            flag("svhn_jitter", r["svhn_jitter"])
     shown.update(("depth", "num_units", "svhn_jitter", "image_size"))
 
     plain = r.get("epsilon") is None
     if plain:
         flag("--plain")
     elif r.get("epsilon_tolerance") is not None:
-        flag("-e", "auto")
-        flag("--epsilon-tolerance", number(r["epsilon_tolerance"]))
-        flag("--holdout", r["holdout"])
-        flag("--epsilon-start", r["epsilon_start_epoch"])
+        flag("epsilon", "auto")
+        flag("epsilon_tolerance", number(r["epsilon_tolerance"]))
+        flag("holdout", r["holdout"])
+        flag("epsilon_start_epoch", r["epsilon_start_epoch"])
     else:
-        flag("-e", number(r["epsilon"]))
-        flag("--epsilon-start", r["epsilon_start_epoch"])
+        flag("epsilon", number(r["epsilon"]))
+        flag("epsilon_start_epoch", r["epsilon_start_epoch"])
     shown.update(("epsilon_tolerance", "holdout"))
-    flag("--max-epoch", r["max_epoch"])
+    flag("max_epoch", r["max_epoch"])
     shown.update(("epsilon", "epsilon_start_epoch", "max_epoch"))
     if differs("batch"):
-        flag("--batch", r["batch"])
+        flag("batch", r["batch"])
     if differs("steps_per_epoch") and r["steps_per_epoch"] is not None:
-        flag("--steps-per-epoch", r["steps_per_epoch"])
+        flag("steps_per_epoch", r["steps_per_epoch"])
     if differs("side_weight") and r["side_weight"] == 0:
-        flag("--no-side")
+        flag("side_weight")  # --no-side
     if differs("seed") and r["seed"] is not None:
-        flag("--seed", r["seed"])
-    for field, name in (("channel_penalty", "--channel-penalty"), ("channel_variance", "--channel-variance")):
+        flag("seed", r["seed"])
+    for field in ("channel_penalty", "channel_variance"):
         if differs(field):
-            flag(name, number(r[field]))
+            flag(field, number(r[field]))
     # how to run
-    for field, name in (("data_dir", "--data"), ("workers", "--workers"), ("trainer", "--trainer"),
-                        ("histogram_blocks", "--histogram-blocks"), ("load", "--load"), ("logdir", "--logdir")):
+    for field in ("data_dir", "workers", "trainer", "histogram_blocks", "load", "logdir"):
         if differs(field) and r[field] is not None:
-            flag(name, r[field])
+            flag(field, r[field])
     if differs("gpus") and r["gpus"]:
-        flag("--gpu", ",".join(map(str, r["gpus"])))
-    for field, name in (("scale_lr", "--scale-lr"), ("xla", "--xla"), ("grappler", "--grappler"),
-                        ("resume", "--resume")):
+        flag("gpus", ",".join(map(str, r["gpus"])))
+    for field in ("scale_lr", "xla", "grappler", "resume"):
         if differs(field) and r[field]:
-            flag(name)
+            flag(field)
 
     left = [f for f in base if f not in shown and f in r and r[f] != base[f]]
     left += [f for f in ("steps_per_epoch", "side_weight", "seed") if f in r and r[f] != base[f]

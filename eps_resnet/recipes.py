@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import UserError
-from .data import IMAGENET_AUGS, MEAN_FROM, SVHN_JITTERS, dataset_info, num_classes_in
+from .data import dataset_info, num_classes_in
+from .options import OPERATIONAL, OPTIONS, SHAPING, resume_flags
 from .plan import Plan, cifar_plan, imagenet_plan
 from .distributed import cores_per_process, launched_by_horovodrun
 
 Schedule = Tuple[Tuple[int, float], ...]
-TRAINERS = ("auto", "replicated", "horovod")
 
 CIFAR_STANDARD_LR: Schedule = ((0, 0.1), (82, 0.01), (123, 0.001), (300, 0.0002))
 CIFAR_FAST_LR: Schedule = ((0, 0.1), (41, 0.01), (61, 0.001), (150, 0.0002))
@@ -130,8 +130,13 @@ class Recipe:
         return found
 
     def validate(self):
-        if self.epsilon is not None and not self.epsilon >= 0:
-            raise UserError("--epsilon must be >= 0, got %r" % (self.epsilon,))
+        for o in OPTIONS.values():  # the bounds and choices of the option table
+            value = getattr(self, o.field)
+            if o.at_least is not None and value is not None and not value >= o.at_least:
+                raise UserError("%s must be >= %g%s, got %r" % (o.long, o.at_least, " " + o.why if o.why else "",
+                                                                value))
+            if o.choices is not None and value not in o.choices:
+                raise UserError("%s must be one of %s, got %r" % (o.long, ", ".join(map(str, o.choices)), value))
         if self.auto_epsilon:
             if self.plain:
                 raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")
@@ -144,40 +149,13 @@ class Recipe:
                 raise UserError("--holdout must be >= 1 (training images to choose ε on), got %r" % (self.holdout,))
         elif self.holdout:
             raise UserError("--holdout sets aside images for --epsilon auto; drop it, or pass -e auto")
-        if not (self.channel_penalty >= 0 and self.channel_variance >= 0):
-            raise UserError("--channel-penalty and --channel-variance must be >= 0, got %r and %r"
-                            % (self.channel_penalty, self.channel_variance))
         if self.channel_penalty == 0 and self.channel_variance != Recipe.channel_variance:
             raise UserError("--channel-variance weighs a term of the channel regulariser, which is off; pass "
                             "--channel-penalty LAMBDA too, or drop --channel-variance")
-        if self.num_units < 1:
-            raise UserError("--num-units must be >= 1, got %r" % (self.num_units,))
-        if self.width < 1:
-            raise UserError("--width must be >= 1, got %r" % (self.width,))
-        if self.workers is not None and self.workers < 0:
-            raise UserError("--workers must be >= 0 (0: load data in the training process), got %r" % (self.workers,))
-        if self.batch < 1:
-            raise UserError("--batch must be >= 1, got %r" % (self.batch,))
-        if self.histogram_blocks < 0:
-            raise UserError("--histogram-blocks must be >= 0 (0: none), got %r" % (self.histogram_blocks,))
-        if self.max_epoch < 1:
-            raise UserError("--max-epoch must be >= 1, got %r" % (self.max_epoch,))
-        for flag, value in (("--data", self.data_dir), ("--logdir", self.logdir), ("--load", self.load)):
+        for field in ("data_dir", "logdir", "load"):
+            value = getattr(self, field)
             if value is not None and not value.strip():
-                raise UserError("%s is empty; pass a path, or leave the flag out" % flag)
-        if self.epsilon_start_epoch < 0:
-            raise UserError("--epsilon-start must be >= 0 (the epoch after which the gates switch on), got %r"
-                            % (self.epsilon_start_epoch,))
-        if self.image_size is not None and self.image_size < 32:
-            raise UserError("--image-size must be >= 32 (the network halves it five times), got %r" % (self.image_size,))
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise UserError("--steps-per-epoch must be >= 1, got %r" % (self.steps_per_epoch,))
-        for flag, value, choices in (("--mean-from", self.mean_from, MEAN_FROM), ("--jitter", self.svhn_jitter, SVHN_JITTERS),
-                                     ("--aug", self.imagenet_aug, IMAGENET_AUGS)):
-            if value not in choices:
-                raise UserError("%s must be one of %s, got %r" % (flag, ", ".join(choices), value))
-        if self.trainer not in TRAINERS:
-            raise UserError("--trainer %r is not one of %s" % (self.trainer, ", ".join(TRAINERS)))
+                raise UserError("%s is empty; pass a path, or leave the flag out" % OPTIONS[field].long)
         if self.trainer == "replicated" and launched_by_horovodrun():
             raise UserError("--trainer replicated trains in one process, but horovodrun started several; drop "
                             "--trainer (Horovod is chosen) or start the script without horovodrun")
@@ -195,21 +173,8 @@ class Recipe:
 
 
 # What a --resume must not change (the flag that sets it, or the recipe field), and what it may.
-_SHAPING = {"dataset": "the data set (script, --cifar100 or --demo)", "num_units": "-n/--num-units", "width": "--width",
-            "bottleneck": "--bottleneck",
-            "depth": "-d/--depth", "epsilon": "-e/--epsilon", "epsilon_start_epoch": "--epsilon-start",
-            "epsilon_tolerance": "-e auto/--epsilon-tolerance", "holdout": "--holdout",
-            "batch": "--batch", "batch_is_total": "batch_is_total", "steps_per_epoch": "--steps-per-epoch",
-            "side_weight": "--no-side", "svhn_jitter": "--jitter", "image_size": "--image-size",
-            "mean_from": "--mean-from", "imagenet_aug": "--aug",
-            "fake_data": "--fake", "scale_lr": "--scale-lr", "standard_lr": "standard_lr", "fast_lr": "fast_lr",
-            "adaptive_lr": "adaptive_lr", "adaptive_k": "adaptive_k", "adaptive_threshold": "adaptive_threshold",
-            "weight_decay": "weight_decay", "weight_decay_every": "weight_decay_every", "nesterov": "nesterov",
-            "momentum": "momentum", "seed": "seed", "channel_penalty": "--channel-penalty",
-            "channel_variance": "--channel-variance"}
-_OPERATIONAL = {"max_epoch": "--max-epoch", "data_dir": "--data", "workers": "--workers", "gpus": "--gpu",
-                "trainer": "--trainer", "max_to_keep": "max_to_keep", "xla": "--xla",
-                "grappler": "--grappler", "histogram_blocks": "--histogram-blocks"}
+_SHAPING = resume_flags(SHAPING)
+_OPERATIONAL = resume_flags(OPERATIONAL)
 
 
 def _show_epsilon(value):

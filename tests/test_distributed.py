@@ -44,7 +44,7 @@ def test_launcher_environment(monkeypatch):
 
 
 def test_trainer_choices_are_checked():
-    with pytest.raises(UserError, match="--trainer 'mpi' is not one of"):
+    with pytest.raises(UserError, match="--trainer must be one of auto, replicated, horovod, got 'mpi'"):
         dataclasses.replace(CIFAR10, trainer="mpi").validate()
     with pytest.raises(UserError, match="drop --gpu"):
         dataclasses.replace(CIFAR10, trainer="horovod", gpus=(0, 1)).validate()

@@ -168,3 +168,35 @@ def test_output_into_a_closed_pipe_ends_quietly():
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141, err.decode()[-2000:]
     assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()[-2000:]
+
+
+def test_the_option_table_covers_every_recipe_field_and_each_script_takes_its_flags(monkeypatch):
+    """eps_resnet.options is the one definition of the recipe's options: every Recipe field has an entry (with its
+    resume rule), and every flag the table names is taken by each training script that sets that field."""
+    import argparse
+    import dataclasses
+    import train_cifar
+    import train_imagenet
+    import train_svhn
+    from eps_resnet.options import NEITHER, OPERATIONAL, OPTIONS, SHAPING
+    from eps_resnet.recipes import Recipe
+    assert sorted(OPTIONS) == sorted(f.name for f in dataclasses.fields(Recipe))
+    assert {o.resume for o in OPTIONS.values()} == {SHAPING, OPERATIONAL, NEITHER}
+    shared = ["data_dir", "epsilon", "epsilon_tolerance", "holdout", "epsilon_start_epoch", "channel_penalty",
+              "channel_variance", "gpus", "trainer", "scale_lr", "logdir", "resume", "load", "max_epoch",
+              "steps_per_epoch", "batch", "seed", "side_weight", "workers", "xla", "grappler", "histogram_blocks"]
+    cifar_style = ["num_units", "width", "bottleneck"]
+    per_script = {train_cifar: shared + cifar_style + ["mean_from"],
+                  train_svhn: shared + cifar_style + ["mean_from", "svhn_jitter"],
+                  train_imagenet: shared + ["depth", "fake_data", "image_size", "imagenet_aug"]}
+    parse = argparse.ArgumentParser.parse_args
+    for script, fields in per_script.items():
+        taken = set()
+
+        def noting_flags(parser, *args, **kwargs):
+            taken.update(s for a in parser._actions for s in a.option_strings)
+            return parse(parser, *args, **kwargs)
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", noting_flags)
+        script.recipe_from_command_line(["--dry-run"])
+        missing = [name for field in fields for name in OPTIONS[field].names if name not in taken]
+        assert not missing, (script.__name__, missing)
