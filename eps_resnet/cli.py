@@ -119,20 +119,14 @@ def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
     return tuple(range(len(ids)))  # after CUDA_VISIBLE_DEVICES, TensorFlow numbers them from 0
 
 
-# Fields whose flag stores the value as it is (add_option): the rest are turned into values below.
-PLAIN_VALUE_FIELDS = ("data_dir", "logdir", "load", "steps_per_epoch", "seed", "trainer", "scale_lr", "xla",
-                      "grappler", "histogram_blocks", "channel_penalty", "channel_variance", "epsilon_start_epoch",
-                      "resume", "batch", "workers", "num_units", "width", "bottleneck", "depth", "mean_from",
-                      "svhn_jitter", "imagenet_aug", "image_size", "fake_data")
+# Fields whose flag is parsed into a value below; every other flag of the option table stores its field's value.
+TURNED_INTO_VALUES = ("epsilon", "epsilon_tolerance", "holdout", "max_epoch", "gpus")
 
 
 def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recipe:
     """The recipe with the command line's choices applied (`extra`: script-specific fields)."""
     given = vars(args)
-    changes = {field: given[field] for field in PLAIN_VALUE_FIELDS if field in given}
-    for field in ("data_dir", "logdir", "load", "steps_per_epoch"):  # left out: the recipe's own
-        if changes.get(field) is None:
-            changes.pop(field, None)
+    changes = {field: given[field] for field in OPTIONS if field in given and field not in TURNED_INTO_VALUES}
     auto = args.epsilon == "auto" and not args.plain
     if args.epsilon == "auto" and args.plain:
         raise UserError("--epsilon auto chooses the gates' ε; a --plain run has no gates: drop one of them")

@@ -22,6 +22,7 @@ from typing import List, Optional
 from . import UserError
 from .fileio import atomic_write_text
 from .guard import run_stage, start_stage
+from .methods import check_channel_threshold
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL_PENALTY = "0.01"  # on the digits: 97-98% of ResNet-32's parameters removed at the plain error (README)
@@ -253,10 +254,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UserError("%s is empty; pass a directory" % flag)
     if args.channel_threshold is not None:
         try:
-            ok = float(args.channel_threshold) >= 0
+            check_channel_threshold(float(args.channel_threshold))
         except ValueError:
-            ok = False
-        if not ok:
             raise UserError("--channel-threshold takes a channel norm >= 0, got %r" % args.channel_threshold)
     if args.recompute_bn < 0:
         raise UserError("--recompute-bn takes a number of batches >= 0, got %d" % args.recompute_bn)
