@@ -11,6 +11,7 @@ bench/peers.py measures the same ratio on separate processes that train as train
 """
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 
@@ -22,16 +23,15 @@ import numpy as np  # noqa: E402
 from eps_resnet import gate  # noqa: E402
 from eps_resnet.gate import average_gate_statistics  # noqa: E402
 from eps_resnet.inference import interleaved_times  # noqa: E402
-from eps_resnet.model import EpsResNet, ModelSettings  # noqa: E402
+from eps_resnet.model import EpsResNet  # noqa: E402
 from eps_resnet.plan import cifar_plan  # noqa: E402
+from eps_resnet.recipes import CIFAR10  # noqa: E402
 from eps_resnet.tfcompat import tf, tfv1  # noqa: E402
 from tensorpack.tfutils.tower import TowerContext  # noqa: E402
 
 
 def training_session_config(plan, batch):
     """The session config training uses for this network and batch (threads; without GPUs: Grappler off)."""
-    import dataclasses
-    from eps_resnet.recipes import CIFAR10
     from eps_resnet.training import session_creator
     creator = session_creator(dataclasses.replace(CIFAR10, batch=batch), plan=plan)
     creator.config.intra_op_parallelism_threads = creator.threads
@@ -58,7 +58,8 @@ def make_trainer(plan, epsilon, batch, data_format, released=False, branch=True)
         rng = np.random.RandomState(0)
         image = tf.constant(rng.randint(0, 256, (batch, 32, 32, 3)).astype(np.uint8))
         label = tf.constant(rng.randint(0, plan.num_classes, batch).astype(np.int32))
-        model = EpsResNet(plan, ModelSettings(epsilon=epsilon, data_format=data_format, branching_gates=branch))
+        model = EpsResNet(plan, dataclasses.replace(CIFAR10, epsilon=epsilon), on_gpu=data_format == "NCHW")
+        model.branching_gates = branch
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         if epsilon is not None:

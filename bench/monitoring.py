@@ -28,7 +28,8 @@ import eps_resnet  # noqa: E402,F401
 def validation_cost(n, removed_fraction, rounds, images=360, batch=32):
     """(seconds gated alone, seconds gated + reduced) per pass over `images`, median of interleaved rounds."""
     from eps_resnet.inference import interleaved_times
-    from eps_resnet.model import EpsResNet, ModelSettings, reduced_network_keep
+    from eps_resnet.model import EpsResNet, reduced_network_keep
+    from eps_resnet.recipes import CIFAR10
     from eps_resnet.plan import cifar_plan
     from eps_resnet.tfcompat import tf, tfv1
     from tensorpack.tfutils.tower import PredictTowerContext
@@ -39,7 +40,7 @@ def validation_cost(n, removed_fraction, rounds, images=360, batch=32):
     batches = [rng.randint(0, 256, (batch, 16, 16, 3)).astype(np.uint8) for _ in range(images // batch)]
     labels = np.zeros(batch, np.int32)
     with tf.Graph().as_default():
-        model = EpsResNet(plan, ModelSettings(epsilon=2.5))
+        model = EpsResNet(plan, CIFAR10)
         image = tfv1.placeholder(tf.uint8, [None, 16, 16, 3], name="image")
         label = tfv1.placeholder(tf.int32, [None], name="label")
         with PredictTowerContext("InferenceTower"):

@@ -3,7 +3,7 @@
 Rank 0 (the chief) alone owns the log directory. Everything a run decides before the first step (a usable
 log directory, where to resume, the discard history that drives the adaptive learning rate) is decided on
 rank 0 and handed to the other ranks, and any rank's start-up error stops every rank with exit code 2.
-During training the ranks agree on gate statistics through an allreduce (callbacks.GateAgreement).
+During training the ranks agree on gate statistics through an allreduce (gate_callbacks.GateAgreement).
 """
 import os
 import pickle

@@ -10,7 +10,8 @@
 A run trains with the methods its recipe names (`training_methods`; none for a plain run without a penalty), and
 its export applies them in the same order (`export_methods`), each narrowing the Decision the one before left.
 In training a method may add a term to the loss (`training_cost`; the gates need none, they act inside the
-network) and a part of each epoch's record (`epoch_record`); at export it decides (`decide`).
+network), callbacks (`training_callbacks`) and a part of each epoch's record (`epoch_record`); at export it
+decides (`decide`).
 """
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
@@ -46,9 +47,24 @@ class Decision:
     reference: Optional[Reference] = None  # else the trained network is the reference
 
 
+@dataclass
+class MethodCallbacks:
+    """A method's training callbacks, by when they run at an epoch's end: `agree` before validation (what the
+    validation of the reduced network reads), `schedule` after it and before the learning rate (what the next
+    epoch trains with). `gates`: the callback whose `discarded_cnt` the adaptive learning rate and the records
+    read (gate_callbacks.GateAgreement), if the method has one."""
+    agree: list = field(default_factory=list)
+    schedule: list = field(default_factory=list)
+    gates: object = None
+
+
 class PruningMethod:
     """The interface; each method overrides what it takes part in."""
     report_key = ""
+
+    def training_callbacks(self, recipe, plan: Plan, logdir: str, ranks) -> MethodCallbacks:
+        """Its tensorpack callbacks for a run of `recipe` in `logdir` (`ranks`: the Horovod ranks, or None)."""
+        return MethodCallbacks()
 
     def training_cost(self, model, gates):
         """A scalar added to the training loss, or None. `model`: the EpsResNet being built (its plan, this
@@ -75,6 +91,18 @@ class BlockGates(PruningMethod):
     epsilon: Optional[float] = None   # export: remove at this ε (a frontier point) instead of the trained one
     criterion: str = "calibration"    # or "ema": the gates' moving averages, as the released code
     report_key = "blocks"
+
+    def training_callbacks(self, recipe, plan, logdir, ranks) -> MethodCallbacks:
+        """The gates' statistics agreed over towers and ranks; ε after the warm-up, fixed or chosen (auto)."""
+        from .gate_callbacks import AutoEpsilon, GateAgreement
+        from .hyperparams import PolicySetter
+        from .schedule import EpsilonPolicy
+        agreement = GateAgreement(plan, ranks)
+        if recipe.auto_epsilon:
+            epsilon = AutoEpsilon(recipe, plan, logdir, ranks)
+        else:
+            epsilon = PolicySetter("epsilon", EpsilonPolicy(recipe.epsilon, recipe.epsilon_start_epoch))
+        return MethodCallbacks(agree=[agreement], schedule=[epsilon], gates=agreement)
 
     def decide(self, run, decision: Decision, folder: str) -> Decision:
         """Marks the removed blocks in the per-block table (`decision.evidence`, one row per gated block)."""
@@ -170,13 +198,13 @@ def check_channel_threshold(threshold: Optional[float]):
 
 
 # ---- which methods ---------------------------------------------------------------------------------------------
-def training_methods(epsilon: Optional[float], channel_penalty: float, channel_variance: float) -> List[PruningMethod]:
-    """The methods a run trains with: the gates unless plain (`epsilon` None), channels with a penalty."""
+def training_methods(recipe) -> List[PruningMethod]:
+    """The methods a run of `recipe` trains with: the gates unless plain, channels with a penalty."""
     methods: List[PruningMethod] = []
-    if epsilon is not None:
+    if not recipe.plain:
         methods.append(BlockGates())
-    if channel_penalty > 0:
-        methods.append(ChannelSlots(penalty=channel_penalty, variance=channel_variance))
+    if recipe.channel_penalty > 0:
+        methods.append(ChannelSlots(penalty=recipe.channel_penalty, variance=recipe.channel_variance))
     return methods
 
 

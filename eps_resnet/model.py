@@ -1,23 +1,22 @@
 """Training's ModelDesc: the network of a block plan (network.forward) with its inputs, losses, statistics and
 optimiser (paper Sec. 3 and 4).
 
-One ModelDesc serves both network styles and both variants:
-- `epsilon` a float: every block with a residual branch is gated (ε-ResNet);
-- `epsilon=None`: the plain pre-activation ResNet baseline, with the same variable names.
+One ModelDesc serves both network styles and both variants, and takes every setting from the run's recipe:
+- the recipe's `epsilon` a float: every block with a residual branch is gated (ε-ResNet);
+- `epsilon=None` (--plain): the plain pre-activation ResNet baseline, with the same variable names.
+Learning rate, ε and weight decay are shared variables that callbacks set each epoch (eps_resnet.hyperparams).
 The loss adds each pruning method's training cost (eps_resnet.methods), and validation also scores the network
 an export would keep (validation_tower_func).
 """
-from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
 from . import UserError
 from . import network
 from .gate import add_tower_gate_statistics
 from .methods import training_methods
-from .network import DATA_FORMATS, IMAGENET_MEAN, IMAGENET_STD, gate_constants
+from .network import IMAGENET_MEAN, IMAGENET_STD, gate_constants
 from .plan import CIFAR_STYLE, Plan
+from .recipes import Recipe
 from .tfcompat import tf, tfv1
 from .tfgraph import shared_scalar_variable
 
@@ -55,49 +54,20 @@ def imagenet_normalisation(aug: str = "intended"):
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Everything besides the plan that shapes the graph and the optimiser (paper Sec. 3, side supervision; Sec. 4, training)."""
-    epsilon: Optional[float] = 2.5          # None: plain ResNet, no gates
-    side_weight: float = 0.1                # 0: no side supervision
-    weight_decay: float = 2e-4
-    weight_decay_every: Optional[int] = 480000  # CIFAR/SVHN: ×0.2 every this many steps; None: constant
-    weight_decay_factor: float = 0.2
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    data_format: str = "NHWC"
-    histogram_blocks: int = 16              # blocks whose kernels get TensorBoard histograms, evenly spaced
-    branching_gates: bool = False           # training towers sum gated blocks by Switch/Merge (CPU; gate.gated_sum)
-    seed: Optional[int] = None              # graph-level TensorFlow seed (initialisers), for reproducible runs
-    channel_penalty: float = 0.0            # > 0: channel pruning's regulariser (eps_resnet.channels) times this
-    channel_variance: float = 1.0           # weight of its variance-aware term against the cross-layer term
-
-    def validate(self):
-        if self.epsilon is not None and not self.epsilon >= 0:
-            raise UserError("epsilon must be >= 0 (or None for a plain ResNet), got %r" % (self.epsilon,))
-        if self.data_format not in DATA_FORMATS:
-            raise UserError("unsupported data format %r; choose NHWC (CPU) or NCHW (GPU)" % (self.data_format,))
-        if self.histogram_blocks < 0:
-            raise UserError("--histogram-blocks must be >= 0, got %r" % (self.histogram_blocks,))
-        if self.side_weight < 0:
-            raise UserError("side supervision weight must be >= 0, got %r" % (self.side_weight,))
-        if not (self.channel_penalty >= 0 and self.channel_variance >= 0):
-            raise UserError("--channel-penalty and --channel-variance must be >= 0, got %r and %r"
-                            % (self.channel_penalty, self.channel_variance))
-        return self
-
-
 class EpsResNet(ModelDesc):
-    """A pre-activation ResNet built from `plan`, gated when `settings.epsilon` is not None."""
+    """A pre-activation ResNet built from `plan` as `recipe` trains it (its ε, or none: plain; side supervision,
+    initial learning rate and weight decay, momentum, seed, pruning methods), laid out for GPUs (NCHW) or a CPU
+    (NHWC, gates summed by branching unless XLA compiles the graph)."""
 
-    def __init__(self, plan: Plan, settings: ModelSettings = ModelSettings(), mean_image=None,
+    def __init__(self, plan: Plan, recipe: Recipe, on_gpu: bool = False, mean_image=None,
                  channel_stats=(IMAGENET_MEAN, IMAGENET_STD)):
         self.plan = plan
-        self.settings = settings.validate()
-        self.gated = settings.epsilon is not None
-        self.methods = training_methods(settings.epsilon, settings.channel_penalty, settings.channel_variance)
-        self.side = settings.side_weight > 0 and plan.side_block is not None
+        self.recipe = recipe.validate()
+        self.gated = not recipe.plain
+        self.methods = training_methods(recipe)
+        self.side = recipe.side_weight > 0 and plan.side_block is not None
+        self.data_format = "NCHW" if on_gpu else "NHWC"
+        self.branching_gates = not on_gpu and not recipe.xla  # training towers sum gated blocks by Switch/Merge
         size = plan.image_size
         if mean_image is None:
             mean_image = np.zeros((size, size, 3), np.float32)
@@ -115,9 +85,9 @@ class EpsResNet(ModelDesc):
 
     def build_graph(self, image, label):
         ctx = get_current_tower_context()
-        if self.settings.seed is not None:
+        if self.recipe.seed is not None:
             # here, not before training: tensorpack leaves eager mode only when it builds the training graph
-            tfv1.set_random_seed(self.settings.seed)
+            tfv1.set_random_seed(self.recipe.seed)
         logits, side_logits, gates = self.forward(image)
         cost = self._classification_losses(logits, label, "")
         if side_logits is not None:
@@ -129,21 +99,22 @@ class EpsResNet(ModelDesc):
 
         total = cost
         if side_logits is not None:
-            total = total + self.settings.side_weight * side_cost
-        wd = self._weight_decay()
+            total = total + self.recipe.side_weight * side_cost
+        wd = shared_scalar_variable("weight_decay", self.recipe.weight_decay)  # hyperparams.PolicySetter sets it
         # wd · Σ l2(W): one multiply, not one per kernel (and the kernels' gradients are bit for bit the same)
         wd_cost = tf.multiply(regularize_cost(".*/W", tf.nn.l2_loss, name="l2_sum"), wd, name="wd_cost")
         terms = [total, wd_cost] + [cost for cost in (m.training_cost(self, gates) for m in self.methods)
                                     if cost is not None]
         total = tf.add_n(terms, name="cost")
-        add_moving_summary(cost, wd_cost, total, tf.identity(wd, name="weight_decay"))
+        add_moving_summary(cost, wd_cost, total)
+        tfv1.summary.scalar("weight_decay-summary", wd)
         self._weight_histograms()
         return total
 
     def optimizer(self):
-        lr = shared_scalar_variable("learning_rate", self.settings.learning_rate)
+        lr = shared_scalar_variable("learning_rate", self.recipe.standard_lr[0][1])
         tfv1.summary.scalar("learning_rate-summary", lr)
-        return tfv1.train.MomentumOptimizer(lr, self.settings.momentum, use_nesterov=self.settings.nesterov)
+        return tfv1.train.MomentumOptimizer(lr, self.recipe.momentum, use_nesterov=self.recipe.nesterov)
 
     # ---- the network --------------------------------------------------------------------------
     def validation_tower_func(self) -> TowerFunc:
@@ -168,9 +139,9 @@ class EpsResNet(ModelDesc):
         network an export keeps, see validation_tower_func)."""
         gates = None
         if self.gated and keep is None:  # read once per tower: every gate uses this value (one copy to the device)
-            gates = gate_constants(self.settings.epsilon,
-                                   branch=self.settings.branching_gates and get_current_tower_context().is_training)
-        return network.forward(self.plan, image, self.settings.data_format, gates, keep, self.side, self.mean_image,
+            gates = gate_constants(self.recipe.epsilon,
+                                   branch=self.branching_gates and get_current_tower_context().is_training)
+        return network.forward(self.plan, image, self.data_format, gates, keep, self.side, self.mean_image,
                                self.channel_stats, on_gated_residual=self._response_mean_summary)
 
     # ---- losses and statistics ----------------------------------------------------------------
@@ -190,7 +161,7 @@ class EpsResNet(ModelDesc):
         """Per training tower, the gates' statistics (averaged over towers by gate.average_gate_statistics)."""
         if get_current_tower_context().is_training:
             add_tower_gate_statistics(gates)
-        eps = shared_scalar_variable("epsilon", self.settings.epsilon)
+        eps = shared_scalar_variable("epsilon", self.recipe.epsilon)
         if get_current_tower_context().is_main_training_tower:
             tfv1.summary.scalar("epsilon-summary", eps)
 
@@ -209,7 +180,7 @@ class EpsResNet(ModelDesc):
         variables = {v.op.name: v for v in tfv1.trainable_variables()}
         tags = self.plan.block_tags("weights")
         chosen = {"weights/" + name[:-2]: name for name in ("conv0/W", "linear/W", "side/linear/W")}
-        for block in self.plan.evenly_spaced_blocks(self.settings.histogram_blocks):
+        for block in self.plan.evenly_spaced_blocks(self.recipe.histogram_blocks):
             for kernel in block.residual_kernels:  # res1.7/conv1/W -> weights/007_res1.7/conv1
                 chosen[tags[block.name] + kernel[len(block.name):-2]] = kernel
         with tfv1.get_default_graph().name_scope(None):
@@ -231,11 +202,3 @@ class EpsResNet(ModelDesc):
         """{block: 1.0 while its gate is open, else 0.0} (no gradient flows through it); {} for a plain network."""
         return {name: tf.stop_gradient(1.0 - is_discarded)
                 for name, (is_discarded, _) in zip(self.plan.block_names_gated, gates)}
-
-    def _weight_decay(self):
-        s = self.settings
-        if s.weight_decay_every:
-            step = tfv1.train.get_or_create_global_step()
-            return tfv1.train.exponential_decay(s.weight_decay, step, s.weight_decay_every,
-                                                s.weight_decay_factor, staircase=True)
-        return tf.constant(s.weight_decay, tf.float32)

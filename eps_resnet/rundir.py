@@ -292,7 +292,7 @@ def _number(value) -> bool:
 
 
 def record_problem(record) -> Optional[str]:
-    """What makes `record` not an epoch record of discards.jsonl (callbacks.EpochRecorder writes them), or None."""
+    """What makes `record` not an epoch record of discards.jsonl (epoch_record.EpochRecorder writes them), or None."""
     if not isinstance(record, dict):
         return "not an object"
     if not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool) or record["epoch"] < 1:

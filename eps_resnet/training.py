@@ -12,14 +12,15 @@ from typing import Optional, Sequence, Tuple
 
 from . import UserError
 from .auto_epsilon import read_choice
-from .callbacks import AutoEpsilon, EpochRecorder, GateAgreement, LearningRateSetter, RankEpochLog
 from .durability import (EpochCheckpoint, InputWatchdog, NaNGuard, StrictJSONWriter, TolerantInferenceRunner,
                          WeightsInit)
 from .distributed import Ranks, cores_per_process
+from .epoch_record import EpochRecorder
+from .hyperparams import LearningRateSetter, PolicySetter, RankEpochLog
 from .data import build_dataflow, dataset_info, load_arrays, per_pixel_mean
 from .inference import check_checkpoint_matches
-from .model import EpsResNet, ModelSettings, imagenet_normalisation
-from .schedule import LearningRatePolicy
+from .model import EpsResNet, imagenet_normalisation
+from .schedule import LearningRatePolicy, WeightDecayPolicy
 from .plan import Plan
 from .recipes import Recipe, build_plan
 from .rundir import (DISCARDS_FILE, discarded_in_record, LOADING_DIR, PLAN_FILE, Run, RunLock, has_content,
@@ -28,23 +29,12 @@ from .rundir import (DISCARDS_FILE, discarded_in_record, LOADING_DIR, PLAN_FILE,
 from .tfcompat import tf, tfv1
 
 from tensorpack import (ClassificationError, DataParallelInferenceRunner, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
-                        ScalarStats, ScheduledHyperParamSetter, SimpleTrainer, SmartInit,
+                        ScalarStats, SimpleTrainer, SmartInit,
                         SyncMultiGPUTrainerReplicated, TFEventWriter, TrainConfig, launch_train_with_config)
 from tensorpack.dataflow import FakeData
 from tensorpack.tfutils.sesscreate import NewSessionCreator
 from tensorpack.utils import logger
 from tensorpack.utils.utils import fix_rng_seed
-
-
-# ---- what to build ----------------------------------------------------------------------------------------------------
-def model_settings(recipe: Recipe, on_gpu: Optional[bool] = None) -> ModelSettings:
-    on_gpu = bool(recipe.gpus) if on_gpu is None else on_gpu
-    return ModelSettings(epsilon=recipe.epsilon, side_weight=recipe.side_weight, weight_decay=recipe.weight_decay,
-                         weight_decay_every=recipe.weight_decay_every, learning_rate=recipe.standard_lr[0][1],
-                         momentum=recipe.momentum, nesterov=recipe.nesterov, data_format="NCHW" if on_gpu else "NHWC",
-                         branching_gates=not on_gpu and not recipe.xla, seed=recipe.seed,
-                         histogram_blocks=recipe.histogram_blocks, channel_penalty=recipe.channel_penalty,
-                         channel_variance=recipe.channel_variance)
 
 
 # ---- log directory -----------------------------------------------------------------------------------
@@ -318,7 +308,7 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
         logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)
     batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
     train_df, val_df, mean = data or build_data(recipe, plan, batch_per_tower, write_cache=is_chief)
-    model = EpsResNet(plan, model_settings(recipe, on_gpu), mean_image=mean,
+    model = EpsResNet(plan, recipe, on_gpu, mean_image=mean,
                       channel_stats=imagenet_normalisation(recipe.imagenet_aug))
     setup = RankSetup(recipe, plan, towers, train_df, val_df, model)
     if not is_chief:
@@ -327,42 +317,25 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
 
 
 def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], extra_callbacks: Sequence = ()) -> tuple:
-    """(callbacks, monitors) in the order they must run at each epoch's end: validate, agree on the gate
-    statistics, set ε and then the learning rate, record the epoch (discards.jsonl, then the monitors'
-    stats.json and events), and save the checkpoint last of all (the epoch's commit, see rundir)."""
+    """(callbacks, monitors) in the order they must run at each epoch's end: the methods' agreement (which blocks
+    the reduced network of validation removes), validation, the methods' schedules (ε) and then the learning
+    rate and weight decay, the epoch's record (discards.jsonl, then the monitors' stats.json and events), and the
+    checkpoint last of all (the epoch's commit, see rundir)."""
     recipe, plan, model = setup.recipe, setup.plan, setup.model
     is_chief = ranks is None or ranks.is_chief
-    callbacks = []
-    gates = None if recipe.plain else GateAgreement(plan, ranks)
-    if gates:  # first: it decides which blocks the reduced network of validation removes
-        callbacks.append(gates)
+    parts = [m.training_callbacks(recipe, plan, run.logdir, ranks) for m in model.methods]
+    gates = next((p.gates for p in parts if p.gates is not None), None)
+    callbacks = [c for p in parts for c in p.agree]
     if is_chief and setup.val_df is not None:
-        infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
-        if model.side:
-            infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
-        if recipe.style == "imagenet":
-            infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
-        if model.gated:  # the network an export would keep, on the same batches (EpsResNet.validation_tower_func)
-            infs.append(ClassificationError("reduced/incorrect_vector", "val_error_reduced"))
-            if recipe.style == "imagenet":
-                infs.append(ClassificationError("reduced/incorrect_top5", "val_error_top5_reduced"))
-        tower_func = model.validation_tower_func()
-        if setup.towers > 1:  # one inference tower per GPU (a short last pass may repeat a few images)
-            callbacks.append(DataParallelInferenceRunner(setup.val_df, infs, list(range(setup.towers)),
-                                                         tower_func=tower_func))
-        else:
-            callbacks.append(TolerantInferenceRunner(setup.val_df, infs, tower_func=tower_func))
+        callbacks.append(validation_runner(setup))
+    callbacks += [c for p in parts for c in p.schedule]
     policy = LearningRatePolicy.from_records(
-        run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and not recipe.plain,
+        run.records, standard=recipe.standard_lr, fast=recipe.fast_lr, adaptive=recipe.adaptive_lr and gates is not None,
         k=recipe.adaptive_k, threshold=recipe.adaptive_threshold)
     lr_setter = LearningRateSetter(policy, gates)
-    if gates and recipe.auto_epsilon:
-        callbacks.append(AutoEpsilon(recipe, plan, run.logdir, ranks))
-    elif gates:
-        if recipe.epsilon_start_epoch > 0:
-            callbacks.append(ScheduledHyperParamSetter(
-                "epsilon", [(0, 0.0), (recipe.epsilon_start_epoch, recipe.epsilon)]))
-    callbacks.append(lr_setter)
+    callbacks += [lr_setter, PolicySetter("weight_decay", WeightDecayPolicy(recipe.weight_decay,
+                                                                            recipe.weight_decay_every,
+                                                                            run.steps_per_epoch))]
     if ranks:
         callbacks.append(RankEpochLog(ranks, gates, lr_setter))
     if is_chief:
@@ -375,6 +348,25 @@ def build_callbacks(setup: RankSetup, run: "RunStart", ranks: Optional[Ranks], e
     if is_chief:
         monitors.append(EpochCheckpoint(run.logdir, recipe.max_to_keep))
     return callbacks, monitors
+
+
+def validation_runner(setup: RankSetup):
+    """Validation of the trained network and, for a gated one, of the network an export would keep on the same
+    batches (EpsResNet.validation_tower_func); one inference tower per GPU."""
+    recipe, model = setup.recipe, setup.model
+    infs = [ScalarStats("cross_entropy_loss"), ClassificationError("incorrect_vector", "val_error")]
+    if model.side:
+        infs.append(ClassificationError("side_incorrect_vector", "val_side_error"))
+    if recipe.style == "imagenet":
+        infs.append(ClassificationError("incorrect_top5", "val_error_top5"))
+    if model.gated:
+        infs.append(ClassificationError("reduced/incorrect_vector", "val_error_reduced"))
+        if recipe.style == "imagenet":
+            infs.append(ClassificationError("reduced/incorrect_top5", "val_error_top5_reduced"))
+    tower_func = model.validation_tower_func()
+    if setup.towers > 1:  # a short last pass may repeat a few images
+        return DataParallelInferenceRunner(setup.val_df, infs, list(range(setup.towers)), tower_func=tower_func)
+    return TolerantInferenceRunner(setup.val_df, infs, tower_func=tower_func)
 
 
 def session_init(run: "RunStart", is_chief: bool):

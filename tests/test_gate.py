@@ -138,13 +138,13 @@ def test_gated_network_branches_only_where_training_runs_on_a_cpu(on_gpu):
     from eps_resnet.model import EpsResNet
     from eps_resnet.plan import cifar_plan
     from eps_resnet.recipes import DIGITS_DEMO
-    from eps_resnet.training import model_settings
-    settings = model_settings(DIGITS_DEMO, on_gpu=on_gpu)
-    assert settings.branching_gates == (not on_gpu)
-    assert not model_settings(dataclasses.replace(DIGITS_DEMO, xla=True), on_gpu=False).branching_gates
+    plan = cifar_plan(1, image_size=16)
+    model = EpsResNet(plan, DIGITS_DEMO, on_gpu=on_gpu)
+    assert model.branching_gates == (not on_gpu)
+    assert not EpsResNet(plan, dataclasses.replace(DIGITS_DEMO, xla=True), on_gpu=False).branching_gates
+    model.data_format = "NHWC"  # the GPU tower's gates, laid out so that this CPU can build and run them
     with tf.Graph().as_default() as graph:
         image, label = tfv1.placeholder(tf.uint8, [None, 16, 16, 3]), tfv1.placeholder(tf.int32, [None])
-        model = EpsResNet(cifar_plan(1, image_size=16), dataclasses.replace(settings, data_format="NHWC"))
         with TowerContext("", is_training=True):
             cost = model.build_graph(image, label)
         model.optimizer().minimize(cost)

@@ -1,5 +1,8 @@
-"""The adaptive learning rate of the paper (Sec. 4), driven by given discarded_cnt histories."""
-from eps_resnet.schedule import LearningRatePolicy
+"""The per-epoch policies: the adaptive learning rate of the paper (Sec. 4), driven by given discarded_cnt
+histories; ε's warm-up; the weight decay's steps."""
+import pytest
+
+from eps_resnet.schedule import EpsilonPolicy, LearningRatePolicy, WeightDecayPolicy
 from eps_resnet.recipes import CIFAR_FAST_LR, CIFAR_STANDARD_LR, SVHN_FAST_LR, SVHN_STANDARD_LR
 
 
@@ -8,10 +11,10 @@ def lr_during_epochs(policy, counts, initial=0.1):
     lr = policy.scheduled_value(0) or initial
     during, resets = {1: lr}, []
     for epoch, cnt in enumerate(counts, start=1):
-        value, reset = policy.end_of_epoch(epoch, cnt)
+        value = policy.end_of_epoch(epoch, cnt)
         if value is not None:
             lr = value
-        if reset:
+        if policy.last_reset == epoch:
             resets.append(epoch)
         during[epoch + 1] = lr
     return during, resets
@@ -90,13 +93,31 @@ def test_state_rebuilt_from_records_continues_identically():
     first = cifar_policy()
     records = []
     for epoch, cnt in enumerate(counts[:25], start=1):
-        _, reset = first.end_of_epoch(epoch, cnt)
-        records.append({"epoch": epoch, "discarded_cnt": cnt, "lr_reset": reset})
+        first.end_of_epoch(epoch, cnt)
+        records.append({"epoch": epoch, "discarded_cnt": cnt, "lr_reset": first.last_reset == epoch})
     records.append(dict(records[-1]))
     resumed = LearningRatePolicy.from_records(records, standard=CIFAR_STANDARD_LR, fast=CIFAR_FAST_LR, adaptive=True)
     assert resumed.last_reset == 21 and len(resumed.history) == 25
     lr = full[26]
     for epoch, cnt in enumerate(counts[25:], start=26):
-        value, _ = resumed.end_of_epoch(epoch, cnt)
+        value = resumed.end_of_epoch(epoch, cnt)
         lr = value if value is not None else lr
         assert lr == full[epoch + 1], epoch
+
+
+def test_epsilon_policy_keeps_the_gates_open_through_the_warm_up():
+    policy = EpsilonPolicy(2.5, start=150)
+    assert policy.value_at_start(0) == 0.0 and policy.value_at_start(149) == 0.0
+    assert policy.end_of_epoch(149) == 0.0 and policy.end_of_epoch(150) == 2.5   # in force from epoch 151
+    assert policy.value_at_start(150) == 2.5 and policy.value_at_start(400) == 2.5
+    assert EpsilonPolicy(1.5).value_at_start(0) == 1.5
+
+
+def test_weight_decay_steps_down_from_the_epoch_whose_first_step_passes_the_boundary():
+    # SVHN-like: 4,722 steps an epoch, x0.2 every 480,000 steps (the released code's in-graph staircase)
+    policy = WeightDecayPolicy(2e-4, every=480000, steps_per_epoch=4722)
+    assert policy.value_at_start(0) == 2e-4
+    assert policy.end_of_epoch(101) == 2e-4            # epoch 102 starts at step 476,922: not yet
+    assert policy.end_of_epoch(102) == 2e-4 * 0.2      # epoch 103 starts at step 481,644
+    assert policy.value_at_start(204) == pytest.approx(2e-4 * 0.2 ** 2)  # step 963,288
+    assert WeightDecayPolicy(4e-3, every=None, steps_per_epoch=100).end_of_epoch(10 ** 6) == 4e-3

@@ -3,13 +3,20 @@ import pytest
 
 from eps_resnet import UserError
 from eps_resnet.gate import average_gate_statistics, unpack_gate_statistics
-from eps_resnet.model import EpsResNet, ModelSettings
+from eps_resnet.model import EpsResNet
 from eps_resnet.plan import cifar_plan, imagenet_plan
+from eps_resnet.recipes import Recipe
 from eps_resnet.tfcompat import tf, tfv1
+from eps_resnet.tfgraph import find_shared_variable
 from tensorpack.tfutils.common import get_op_tensor_name
 from tensorpack.tfutils.tower import TowerContext, TrainTowerContext
 
 RNG = np.random.RandomState(0)
+
+
+def settings(**fields) -> Recipe:
+    """A CIFAR recipe (the paper's settings: side supervision 0.1, weight decay 2e-4, learning rate 0.1) varied."""
+    return Recipe(dataset="cifar10", **fields)
 
 
 def build(model, is_training=True, batch=None):
@@ -38,10 +45,10 @@ def trainable_count():
                          ids=["cifar-n1", "cifar100-n2", "cifar-bottleneck-n1", "imagenet18", "imagenet50"])
 def test_graph_parameter_count_equals_plan(plan):
     with tf.Graph().as_default():
-        build(EpsResNet(plan, ModelSettings(epsilon=2.0)))
+        build(EpsResNet(plan, settings(epsilon=2.0)))
         assert trainable_count() == plan.num_params + plan.side_params
     with tf.Graph().as_default():
-        build(EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0)), is_training=False)
+        build(EpsResNet(plan, settings(epsilon=None, side_weight=0)), is_training=False)
         assert trainable_count() == plan.num_params
 
 
@@ -50,15 +57,15 @@ def test_reduced_plan_graph_matches_its_count_for_both_styles():
                        (imagenet_plan(18, num_classes=10, image_size=32), ["group1/block0", "group3/block1"])):
         reduced = plan.without(drop)
         with tf.Graph().as_default():
-            build(EpsResNet(reduced, ModelSettings(epsilon=None, side_weight=0)), is_training=False)
+            build(EpsResNet(reduced, settings(epsilon=None, side_weight=0)), is_training=False)
             assert trainable_count() == reduced.num_params
 
 
 def test_closed_gate_blocks_cross_entropy_gradient_and_only_weight_decay_moves_kernels():
     plan = cifar_plan(1)
-    settings = ModelSettings(epsilon=1e9, weight_decay=1e-3, learning_rate=0.5)
+    recipe = settings(epsilon=1e9, weight_decay=1e-3, standard_lr=((0, 0.5),))
     with tf.Graph().as_default() as g:
-        model = EpsResNet(plan, settings)
+        model = EpsResNet(plan, recipe)
         image, label, cost = build(model)
         kernels = [v for v in tfv1.trainable_variables() if v.op.name.startswith("res") and v.op.name.endswith("/W")]
         assert len(kernels) == 6
@@ -89,7 +96,7 @@ def test_open_gate_equals_plain_network():
     values = None
     for eps in (0.0, None):
         with tf.Graph().as_default():
-            build(EpsResNet(plan, ModelSettings(epsilon=eps)), is_training=False)
+            build(EpsResNet(plan, settings(epsilon=eps)), is_training=False)
             variables = tfv1.global_variables()
             with tfv1.Session() as sess:
                 sess.run(tfv1.global_variables_initializer())
@@ -105,7 +112,7 @@ def test_open_gate_equals_plain_network():
 def test_a_few_sgd_steps_train_and_summaries_exist():
     plan = cifar_plan(1)
     with tf.Graph().as_default() as g:
-        model = EpsResNet(plan, ModelSettings(epsilon=0.5))
+        model = EpsResNet(plan, settings(epsilon=0.5))
         image, label, cost = build(model)
         train_op = model.optimizer().minimize(cost, global_step=tfv1.train.get_or_create_global_step())
         average_gate_statistics(plan)  # what the GateAgreement callback adds in training
@@ -118,15 +125,16 @@ def test_a_few_sgd_steps_train_and_summaries_exist():
             costs = [sess.run([cost, train_op], {image: im, label: lb})[0] for _ in range(5)]
             summary = sess.run(tfv1.summary.merge_all(), {image: im, label: lb})
             kernels = sess.run([v for v in tfv1.trainable_variables() if v.op.name.endswith("/W")])
-            wd_cost, wd = sess.run(["wd_cost:0", "weight_decay:0"])
+            wd_cost, wd = sess.run(["wd_cost:0", find_shared_variable("weight_decay")])
     assert len(kernels) == 9  # conv0, 2 per block, both heads
+    assert wd == np.float32(2e-4)  # the recipe's, until hyperparams.PolicySetter sets the epoch's value
     np.testing.assert_allclose(wd_cost, wd * sum((k.astype(np.float64) ** 2).sum() / 2 for k in kernels), rtol=1e-5)
     assert all(np.isfinite(costs)) and costs[-1] < costs[0]
     text = " ".join(sorted(tags))
     for needed in ("discarded_cnt", "discarded_ratio", "is_discarded/1_res2.0", "batch_response_max/2_res3.0",
                    "response_mean/0_res1.0", "cross_entropy_loss", "side_train_error", "train_error",
                    "learning_rate", "epsilon", "weights/0_res1.0/conv1", "weights/2_res3.0/conv2", "weights/conv0",
-                   "weights/linear", "weights/side/linear", "wd_cost"):
+                   "weights/linear", "weights/side/linear", "wd_cost", "weight_decay"):
         assert needed in text, needed
     assert len(summary) > 100
     for name in ("epsilon:0", "learning_rate:0", "logits:0", "incorrect_vector:0", "side_incorrect_vector:0",
@@ -142,7 +150,7 @@ def test_imagenet_graph_has_top5_and_nchw_matches_nhwc():
     graphs = {}
     for fmt in ("NHWC", "NCHW"):
         with tf.Graph().as_default() as g:
-            build(EpsResNet(plan, ModelSettings(epsilon=1.0, data_format=fmt, nesterov=True)), is_training=False)
+            build(EpsResNet(plan, settings(epsilon=1.0, nesterov=True), on_gpu=fmt == "NCHW"), is_training=False)
             g.get_tensor_by_name("incorrect_top5:0")
             graphs[fmt] = {"variables": {v.op.name: v.shape.as_list() for v in tfv1.global_variables()},
                            "formats": {op.get_attr("data_format").decode() for op in g.get_operations()
@@ -153,18 +161,19 @@ def test_imagenet_graph_has_top5_and_nchw_matches_nhwc():
     assert graphs["NHWC"]["logits"] == graphs["NCHW"]["logits"] == [None, 10]
 
 
-@pytest.mark.parametrize("settings,message", [
-    (ModelSettings(epsilon=-1.0), "epsilon must be >= 0"),
-    (ModelSettings(data_format="NCWH"), "NHWC (CPU) or NCHW (GPU)"),
+@pytest.mark.parametrize("recipe,message", [
+    (settings(epsilon=-1.0), "--epsilon must be >= 0"),
+    (settings(histogram_blocks=-1), "--histogram-blocks must be >= 0"),
+    (settings(channel_penalty=-0.1), "--channel-penalty must be >= 0"),
 ])
-def test_bad_settings(settings, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        EpsResNet(cifar_plan(1), settings)
+def test_bad_settings(recipe, message):
+    with pytest.raises(UserError, match=message):
+        EpsResNet(cifar_plan(1), recipe)
 
 
 def test_shared_epsilon_is_one_variable_across_towers():
     plan = cifar_plan(1)
-    model = EpsResNet(plan, ModelSettings(epsilon=1.0))
+    model = EpsResNet(plan, settings(epsilon=1.0))
     with tf.Graph().as_default():
         s = plan.image_size
         for k, name in enumerate(["tower0", "tower1"]):
@@ -191,7 +200,7 @@ def test_graph_building_work_per_block_does_not_grow_with_depth(monkeypatch):
     def work(n):
         del walks[:], names[:]
         with tf.Graph().as_default():
-            image, label, cost = build(EpsResNet(cifar_plan(n)))
+            image, label, cost = build(EpsResNet(cifar_plan(n), settings()))
             tfv1.gradients(cost, tfv1.trainable_variables())
         return len(walks), len(names)
 
@@ -205,7 +214,7 @@ def test_gate_statistics_are_averaged_over_towers_fed_different_data():
     """Two replicated towers: one sees blank images (every residual is exactly 0, so every gate shuts), the other
     random ones (every gate open at a tiny ε). The statistics the callbacks read are the mean of the two."""
     plan = cifar_plan(1)
-    model = EpsResNet(plan, ModelSettings(epsilon=1e-6))
+    model = EpsResNet(plan, settings(epsilon=1e-6))
     blank = np.zeros((4, 32, 32, 3), np.uint8)
     noisy, labels = random_batch(plan, 4)
     with tf.Graph().as_default() as g:
@@ -237,7 +246,7 @@ def test_validation_tower_scores_the_reduced_network_an_export_builds_and_skips_
     removed = ["res1.1", "res2.0"]  # the second block removes a down-sampling block: its shortcut stays
     im, labels = random_batch(plan, n=16)
     with tf.Graph().as_default():
-        model = EpsResNet(plan, ModelSettings(epsilon=1e9))  # every gate of the gated network shut
+        model = EpsResNet(plan, settings(epsilon=1e9))  # every gate of the gated network shut
         image = tfv1.placeholder(tf.uint8, [None, 32, 32, 3], name="image")
         label = tfv1.placeholder(tf.int32, [None], name="label")
         with PredictTowerContext("InferenceTower"):
@@ -273,7 +282,7 @@ def test_cifar_bottleneck_units_stride_their_first_convolution_and_keep_the_map_
     does its 1x1 shortcut); every unit's output has the plan's size and channels."""
     plan = cifar_plan(1, bottleneck=True)
     with tf.Graph().as_default() as graph:
-        build(EpsResNet(plan, ModelSettings(epsilon=None, side_weight=0)), is_training=False, batch=2)
+        build(EpsResNet(plan, settings(epsilon=None, side_weight=0)), is_training=False, batch=2)
         for b in plan.blocks:
             conv1 = graph.get_tensor_by_name(b.name + "/conv1/output:0")
             out = graph.get_tensor_by_name(b.name + "/output:0")
