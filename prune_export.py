@@ -23,6 +23,7 @@ import sys
 
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import cli, guard
+from eps_resnet.export_request import CRITERIA, QUANTIZE, ExportRequest
 
 
 def main():
@@ -30,7 +31,7 @@ def main():
     p.add_argument("logdir", metavar="LOGDIR", help="log directory of a training run")
     p.add_argument("--out", metavar="EXPORT_DIR", required=True, help="directory to create for the SavedModel")
     cli.add_checkpoint_data_flags(p)
-    p.add_argument("--criterion", choices=["calibration", "ema"], default="calibration",
+    p.add_argument("--criterion", choices=CRITERIA, default="calibration",
                    help="calibration: max|F| < ε on every held-out image; ema: moving average of is_discarded == 1")
     p.add_argument("--no-verify", action="store_true", help="skip comparing the export with the gated model")
     p.add_argument("--no-timing", action="store_true", help="skip the CPU latency measurements")
@@ -38,7 +39,7 @@ def main():
                    help="replace an earlier export in EXPORT_DIR (only after the new one verified)")
     p.add_argument("--version", type=int, default=1, metavar="N",
                    help="the SavedModel goes to EXPORT_DIR/N/; a new N adds a version to an earlier export")
-    p.add_argument("--quantize", choices=["dynamic"], default=None,
+    p.add_argument("--quantize", choices=QUANTIZE, default=None,
                    help="also write model_dynamic.tflite with dynamic-range (int8) weights, measured and reported")
     p.add_argument("--baseline", metavar="PLAIN_LOGDIR", default=None,
                    help="log directory of a plain run (--plain) on the same data: its validation error on the same "
@@ -57,15 +58,16 @@ def main():
                         "eps_resnet.channels) is below NORM in the kept network; verified against that network with "
                         "those channels zeroed (default: 0.05 for a run trained with --channel-penalty, else 0: none)")
     args = p.parse_args()
+    request = ExportRequest(checkpoint=args.checkpoint, data_dir=args.data, calib_batches=args.calib_batches,
+                            criterion=args.criterion, verify=not args.no_verify, force=args.force,
+                            measure=not args.no_timing, version=args.version, quantize=args.quantize,
+                            baseline=args.baseline, epsilon=args.epsilon, recompute_bn=args.recompute_bn,
+                            channel_threshold=args.channel_threshold).check()  # before TensorFlow loads
     from eps_resnet.prune import ExportVerificationFailed, export
     from eps_resnet.report import export_report_text
     from eps_resnet.plan import Plan
     try:
-        report = export(args.logdir, args.out, checkpoint=args.checkpoint, data_dir=args.data,
-                        calib_batches=args.calib_batches, criterion=args.criterion, verify=not args.no_verify,
-                        force=args.force, measure=not args.no_timing, version=args.version, quantize=args.quantize,
-                        baseline=args.baseline, epsilon=args.epsilon,
-                        recompute_bn=args.recompute_bn, channel_threshold=args.channel_threshold)
+        report = export(args.logdir, args.out, request)
     except ExportVerificationFailed as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

@@ -41,7 +41,8 @@ from .commands import number, training_command
 from .fileio import atomic_write_text
 from .inference import BuiltNetwork
 from .figures import pyplot, save_figure
-from .prune import calibrate, calibration_images, check_calib_batches, check_recompute_bn, load_run, network_logits, reestimate_bn
+from .export_request import check_calib_batches, check_recompute_bn
+from .prune import calibrate, calibration_images, load_run, network_logits, reestimate_bn
 from .outputs import Staging, check_out
 
 def epsilon_above(value: float, below: Optional[float] = None) -> float:
@@ -91,8 +92,9 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
         raise UserError("the frontier needs at least 2 validation images, found %d" % len(images))
     log("calibration: %d held-out images (%d select, %d check), checkpoint %s"
         % (len(images), select.sum(), (~select).sum(), os.path.basename(run.checkpoint)))
-    gated_logits, maxima, trained = calibrate(run, images)
-    largest = {b: float(v.max()) for b, v in maxima.items()}
+    calibration = calibrate(run, images)
+    trained = calibration.epsilon
+    largest = {b: float(v.max()) for b, v in calibration.maxima.items()}
     points = frontier_points(largest, trained)  # the first: prune_export's rule at the trained ε
     plan = run.plan
     rows = []
@@ -124,7 +126,7 @@ def compute_frontier(logdir: str, data_dir: Optional[str] = None, checkpoint: Op
               "trained_epsilon": trained, "blocks": len(plan.blocks), "layers_before": plan.full_depth,
               "params_before": plan.num_params, "images": int(len(images)), "select_images": int(select.sum()),
               "check_images": int((~select).sum()),
-              "val_error_gated": float(np.mean(gated_logits.argmax(1) != labels)), "recompute_bn": recompute_bn,
+              "val_error_gated": float(np.mean(calibration.logits.argmax(1) != labels)), "recompute_bn": recompute_bn,
               "largest_response": largest, "points": rows}
     if max_error_increase is not None:
         # the export and the retraining printed with it read what this frontier read

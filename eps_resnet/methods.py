@@ -32,16 +32,23 @@ class Reference:
     method: str
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The trained network over the export's calibration images: its logits and, for a gated network, each block's
+    per-image max|F| and the ε it trained with ({} and None for a plain one)."""
+    logits: np.ndarray
+    maxima: Dict[str, np.ndarray]
+    epsilon: Optional[float]
+
+
 @dataclass
 class Decision:
     """What the export removes, and why."""
     reduction: Reduction
     plan: Plan                        # the reduced network
     evidence: List[dict]              # per block: calibration max, ε, gate average, kernel norm, removed
-    gated_logits: np.ndarray          # the trained network on the calibration images
-    maxima: Dict[str, np.ndarray]     # per block, per image max|F|
-    trained_epsilon: Optional[float]
-    above: bool = False               # blocks removed at an ε above the trained one (a frontier point)
+    calibration: Calibration          # what the trained network computed, the reference unless `reference` is set
+    above: bool = False               # removes more than the trained network shuts (blocks above the trained ε)
     checkpoint: str = ""              # weights of the reduced network (the run's, or sliced to its channels)
     details: Dict[str, dict] = field(default_factory=dict)  # a method's own evidence, by its report key
     reference: Optional[Reference] = None  # else the trained network is the reference
@@ -106,9 +113,10 @@ class BlockGates(PruningMethod):
 
     def decide(self, run, decision: Decision, folder: str) -> Decision:
         """Marks the removed blocks in the per-block table (`decision.evidence`, one row per gated block)."""
-        check_export_epsilon(self.epsilon, run, self.criterion, decision.trained_epsilon)
-        above = self.epsilon is not None and self.epsilon > decision.trained_epsilon
-        epsilon = self.epsilon if above else decision.trained_epsilon
+        trained = decision.calibration.epsilon
+        check_export_epsilon(self.epsilon, run, self.criterion, trained)
+        above = self.epsilon is not None and self.epsilon > trained
+        epsilon = self.epsilon if above else trained
         removed = []
         for row in decision.evidence:
             if self.criterion == "ema":

@@ -31,8 +31,8 @@ from .commands import number, training_command
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text
 from .inference import BuiltNetwork, interleaved_times
-from .methods import (Decision, PruningMethod, Reference, check_channel_threshold, check_export_epsilon,
-                      export_methods)
+from .export_request import ExportRequest, check_calib_batches
+from .methods import Calibration, Decision, PruningMethod, Reference, check_export_epsilon, export_methods
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
 from . import rundir
@@ -91,12 +91,6 @@ def snapshot_checkpoint(run: RunInfo, folder: str) -> RunInfo:
     return run
 
 
-def check_calib_batches(batches: Optional[int]):
-    if batches is not None and batches < 1:
-        raise UserError("--calib-batches takes a number of validation batches >= 1 (or leave it out for the whole "
-                        "split), got %r" % (batches,))
-
-
 def calibration_images(run: RunInfo, data_dir: Optional[str] = None, batches: Optional[int] = None,
                        batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N,H,W,3], labels [N]) of the dataset's validation split (the first `batches` batches)."""
@@ -125,9 +119,9 @@ def gated_network(run: RunInfo, image_shape) -> BuiltNetwork:
 
 
 def calibrate(run: RunInfo, images: np.ndarray, net: Optional[BuiltNetwork] = None,
-              batch_size: int = CALIBRATION_BATCH) -> Tuple[np.ndarray, Dict[str, np.ndarray], Optional[float]]:
-    """Gated model over `images` (in `net`, or a network built for the call): logits [N, C], per-block per-example
-    max|F| {block: [N]}, and ε."""
+              batch_size: int = CALIBRATION_BATCH) -> Calibration:
+    """The trained (gated) model over `images`, in `net` or a network built for the call: logits [N, C], per-block
+    per-example max|F| {block: [N]}, and ε."""
     own = net is None
     net = gated_network(run, images.shape[1:]) if own else net
     try:
@@ -137,7 +131,7 @@ def calibrate(run: RunInfo, images: np.ndarray, net: Optional[BuiltNetwork] = No
         if own:
             net.close()
     logits = outs.pop("logits")
-    return logits, outs, epsilon
+    return Calibration(logits, outs, epsilon)
 
 
 def network_logits(plan: Plan, checkpoint: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> np.ndarray:
@@ -175,11 +169,12 @@ def baseline_report(base: RunInfo, images: np.ndarray, labels: np.ndarray, bn_ch
             "baseline_bn_recomputed": bool(bn_checkpoint)}
 
 
-def block_evidence(run: RunInfo, maxima: Dict[str, np.ndarray], epsilon: Optional[float]) -> List[dict]:
+def block_evidence(run: RunInfo, calibration: Calibration) -> List[dict]:
     """The per-block table of an export, nothing removed yet (BlockGates marks its removals)."""
     last = run.record["blocks"] if run.record else {}
+    maxima = calibration.maxima
     return [{"block": b.name, "group": b.group, "calibration_max": float(maxima[b.name].max()) if b.name in maxima
-             else None, "epsilon": epsilon, "ema_is_discarded": last.get(b.name, {}).get("is_discarded"),
+             else None, "epsilon": calibration.epsilon, "ema_is_discarded": last.get(b.name, {}).get("is_discarded"),
              "kernel_norm": last.get(b.name, {}).get("kernels", {}).get("norm"), "discarded": False}
             for b in run.plan.blocks if b.residual]
 
@@ -205,12 +200,6 @@ def kept_gates_closed(n: int, maxima: Dict[str, np.ndarray], epsilon: Optional[f
             for i in batches:
                 agree[i:i + batch_size] = False
     return agree, shut
-
-
-def check_recompute_bn(batches: int):
-    if batches < 0:
-        raise UserError("--recompute-bn takes a number of training batches (0: keep the trained statistics), got %d"
-                        % batches)
 
 
 def reestimate_bn(plan: Plan, run: RunInfo, data_dir: Optional[str], batches: int, out_checkpoint: str,
@@ -280,57 +269,39 @@ def check_output(out: str, logdir: str, force: bool) -> str:
     return out
 
 
-def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Optional[str] = None,
-           calib_batches: Optional[int] = None, criterion: str = "calibration", verify: bool = True, force: bool = False,
-           measure: bool = True, version: int = 1, quantize: Optional[str] = None, baseline: Optional[str] = None,
-           epsilon: Optional[float] = None, recompute_bn: int = 0, channel_threshold: Optional[float] = None,
-           log=print) -> dict:
+def export(logdir: str, out: str, request: ExportRequest = ExportRequest(), log=print) -> dict:
     """The whole pipeline; returns the report dict. On any failure nothing is left at `out`.
 
     `out` gets the SavedModel in `out/<version>/` (TensorFlow Serving's layout), `model.tflite` (and
     `model_dynamic.tflite` with quantize="dynamic"), plan.json, report.md and report.json beside it. An existing
     export is replaced with `force`, or keeps its other versions when `version` is new to it.
 
-    `epsilon` above the trained ε exports a point of the ε frontier (eps_resnet.frontier): the blocks whose largest
-    calibration response stays below it are removed too. That changes the function, so the artefacts are verified
-    against the reduced network computed here, and the report gives the measured error change.
-
-    `recompute_bn` > 0 re-estimates the reduced network's BatchNorm statistics on that many batches of 64 training
-    images (eps_resnet.precise_bn; the baseline's too), which also changes the function: the artefacts are then
-    verified against the reduced network with those statistics, and the report gives the error change.
-
-    `channel_threshold` (default: eps_resnet.channels.DEFAULT_THRESHOLD for a run trained with --channel-penalty,
-    else none; 0: none) also removes every channel slot whose norm in the kept network is below it. The reduced
-    network must then compute what the kept network computes with those slots' weights zeroed (checked here), and
-    the report gives the error change against the trained network."""
-    if criterion not in ("calibration", "ema"):
-        raise UserError("--criterion must be 'calibration' or 'ema', got %r" % criterion)
-    if quantize not in TFLITE_FILES:
-        raise UserError("--quantize must be 'dynamic' (or left out for float32 only), got %r" % quantize)
-    check_recompute_bn(recompute_bn)
-    check_calib_batches(calib_batches)
-    check_channel_threshold(channel_threshold)  # before anything is read
-    if version < 1:
-        raise UserError("--version must be a positive integer (TensorFlow Serving's version directory), got %d"
-                        % version)
-    adding = is_export(out) and not force  # a new version beside the ones an earlier export holds
-    if adding and os.path.exists(os.path.join(out, str(version))):
+    An `epsilon` above the trained ε exports a point of the ε frontier (eps_resnet.frontier): the blocks whose
+    largest calibration response stays below it are removed too. `recompute_bn` re-estimates the reduced network's
+    BatchNorm statistics (eps_resnet.precise_bn; the baseline's too). A `channel_threshold` (by default the channel
+    method's, for a run trained with --channel-penalty) also removes every channel slot whose norm in the kept
+    network is below it; the reduced network must then compute what the kept network computes with those slots'
+    weights zeroed (checked here). Each of these changes the function: the artefacts are then verified against the
+    reduced network computed here, and the report gives the error change."""
+    r = request.check()  # before anything is read
+    adding = is_export(out) and not r.force  # a new version beside the ones an earlier export holds
+    if adding and os.path.exists(os.path.join(out, str(r.version))):
         raise UserError("%s already holds version %d; pass another --version to add one, or --force to replace the "
-                        "whole export" % (out, version))
-    out = check_output(out, logdir, force or adding)
-    run = load_run(logdir, checkpoint)
-    base = load_baseline(baseline, run) if baseline else None
-    check_export_epsilon(epsilon, run, criterion)
-    methods = export_methods(run.recipe, epsilon, criterion, channel_threshold)
-    if criterion == "ema" and run.record is None:
+                        "whole export" % (out, r.version))
+    out = check_output(out, logdir, r.force or adding)
+    run = load_run(logdir, r.checkpoint)
+    base = load_baseline(r.baseline, run) if r.baseline else None
+    check_export_epsilon(r.epsilon, run, r.criterion)
+    methods = export_methods(run.recipe, r.epsilon, r.criterion, r.channel_threshold)
+    if r.criterion == "ema" and run.record is None:
         raise UserError("--criterion ema needs the record of epoch %s (the checkpoint's) in %s of %s; use the default "
                         "calibration criterion" % (run.epoch, DISCARDS_FILE, logdir))
     quiet_layer_logs()
-    with Staging(out, "export", ADD if adding else REPLACE, version=str(version)) as stage, \
+    with Staging(out, "export", ADD if adding else REPLACE, version=str(r.version)) as stage, \
             contextlib.ExitStack() as networks:
         staging = stage.path
         snapshot_checkpoint(run, os.path.join(staging, ".checkpoint"))
-        images, labels = calibration_images(run, data_dir, calib_batches)
+        images, labels = calibration_images(run, r.data_dir, r.calib_batches)
         log("calibration: %d held-out images, checkpoint %s" % (len(images), os.path.basename(run.checkpoint)))
         trained = networks.enter_context(contextlib.closing(gated_network(run, images.shape[1:])))
         decision = decide(run, trained, images, methods, os.path.join(staging, ".checkpoint"))
@@ -343,31 +314,20 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
             channels = decision.details["channels"]
             log("channels: %d of %d removed below norm %g" % (channels["removed"], channels["slots"],
                                                               channels["threshold"]))
-        weights = reduced_weights(run, reduced, decision, images, labels, data_dir, recompute_bn, base, staging, log)
-        saved_model, tflite = write_artefacts(reduced, decision, staging, version, quantize)
-        report = {"logdir": os.path.abspath(logdir), "checkpoint": os.path.join(os.path.abspath(logdir),
-                                                                                 os.path.basename(run.checkpoint)),
-                  "criterion": criterion, "epsilon": decision.trained_epsilon, "gated": run.gated,
-                  "discarded": list(decision.reduction.removed_blocks), "evidence": decision.evidence,
-                  "calibration_images": int(len(images)), "version": version}
+        weights = reduced_weights(run, reduced, decision, images, labels, r.data_dir, r.recompute_bn, base, staging,
+                                  log)
+        saved_model, tflite = write_artefacts(reduced, decision, staging, r.version, r.quantize)
+        report = decision_report(run, decision, r, logdir, len(images))
         if base:
             report.update(baseline_report(base, images, labels, weights.baseline_checkpoint))
-        if decision.above:
-            report["export_epsilon"] = epsilon
-            retrain = training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
-                                       epsilon_tolerance=None, holdout=0,
-                                       load=run.checkpoint if run.requested else run.logdir,
-                                       logdir="%s-eps%s" % (os.path.abspath(logdir), number(epsilon)))
-            report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()
         if weights.bn_report:
             report["recomputed_bn"] = weights.bn_report
-        report.update(decision.details)
-        if verify:
+        if r.verify:
             exact = weights.changed or decision.above or decision.reference is not None
             report.update(verify_artefacts(decision, reduced, exact, images, labels, saved_model, tflite, staging,
-                                           version))
+                                           r.version))
         report.update(size_report(run.plan, decision.plan, saved_model, staging, trained))
-        if measure:
+        if r.measure:
             report.update(speed_report(trained, reduced))
         from .report import write_export_report
         write_export_report(report, run.plan, decision.plan, staging)
@@ -377,13 +337,32 @@ def export(logdir: str, out: str, checkpoint: Optional[str] = None, data_dir: Op
     return report
 
 
+def decision_report(run: RunInfo, decision: Decision, request: ExportRequest, logdir: str, images: int) -> dict:
+    """The report's account of what was removed and why, and for a frontier point the command that retrains there."""
+    logdir = os.path.abspath(logdir)
+    report = {"logdir": logdir, "checkpoint": os.path.join(logdir, os.path.basename(run.checkpoint)),
+              "criterion": request.criterion, "epsilon": decision.calibration.epsilon, "gated": run.gated,
+              "discarded": list(decision.reduction.removed_blocks), "evidence": decision.evidence,
+              "calibration_images": int(images), "version": request.version}
+    if decision.above:
+        epsilon = request.epsilon
+        report["export_epsilon"] = epsilon
+        retrain = training_command(run.recipe, epsilon=epsilon, epsilon_start_epoch=0, resume=False,
+                                   epsilon_tolerance=None, holdout=0,
+                                   load=run.checkpoint if run.requested else run.logdir,
+                                   logdir="%s-eps%s" % (logdir, number(epsilon)))
+        report["retrain_command"], report["retrain_note"] = str(retrain), retrain.note()
+    report.update(decision.details)
+    return report
+
+
 # ---- the export's phases: decide -> weights -> artefacts -> verify (then size, speed, report, publish) ---------
 def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, methods: List[PruningMethod],
            folder: str) -> Decision:
     """The trained network over the calibration images, then each method in turn narrows what is removed."""
-    gated_logits, maxima, trained_epsilon = calibrate(run, images, trained)
-    decision = Decision(Reduction(), run.plan, block_evidence(run, maxima, trained_epsilon), gated_logits, maxima,
-                        trained_epsilon, checkpoint=run.checkpoint)
+    calibration = calibrate(run, images, trained)
+    decision = Decision(Reduction(), run.plan, block_evidence(run, calibration), calibration,
+                        checkpoint=run.checkpoint)
     for method in methods:
         decision = method.decide(run, decision, folder)
     return replace(decision, plan=run.plan.reduce(decision.reduction))
@@ -455,13 +434,14 @@ def verify_artefacts(decision: Decision, reduced: BuiltNetwork, exact: bool, ima
     its function, else (`exact`: removed responses not zero, or new statistics) the reduced network itself."""
     with tempfile.TemporaryDirectory(dir=staging) as work:
         results = standalone_results(saved_model, tflite, images, work)
-    report = {"val_error_gated": float(np.mean(decision.gated_logits.argmax(1) != labels))}
+    calibration = decision.calibration
+    report = {"val_error_gated": float(np.mean(calibration.logits.argmax(1) != labels))}
     if exact:
         reference = reduced.logits(images, CALIBRATION_BATCH)
         agree, shut = np.ones(len(images), bool), {}
     else:
-        reference = decision.gated_logits
-        agree, shut = kept_gates_closed(len(images), decision.maxima, decision.trained_epsilon,
+        reference = calibration.logits
+        agree, shut = kept_gates_closed(len(images), calibration.maxima, calibration.epsilon,
                                         list(decision.reduction.removed_blocks))
     if not agree.any():
         raise ExportVerificationFailed(

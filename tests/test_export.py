@@ -32,7 +32,7 @@ def clean_logits(artefact, images, tmp_path, program="load_export.py"):
 
 def gated_logits(logdir, images):
     from eps_resnet.prune import calibrate, load_run
-    logits, _, _ = calibrate(load_run(logdir), images)
+    logits = calibrate(load_run(logdir), images).logits
     return logits
 
 
@@ -294,6 +294,30 @@ def test_bad_export_requests(demo_export, tmp_path):
     assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".export-")]
 
 
+NO_TENSORFLOW = """
+import runpy, sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("TensorFlow was imported")
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("flag,value,says", [("--version", "0", "--version must be a positive integer"),
+                                             ("--recompute-bn", "-1", "--recompute-bn takes a number"),
+                                             ("--calib-batches", "0", "--calib-batches takes a number"),
+                                             ("--channel-threshold", "-1", "--channel-threshold takes")])
+def test_a_bad_export_flag_is_answered_before_tensorflow_loads(tmp_path, flag, value, says):
+    proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, os.path.join(ROOT, "prune_export.py"),
+                           str(tmp_path / "no-run"), "--out", str(tmp_path / "x"), flag, value],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, says)
+    assert not (tmp_path / "x").exists()
+
+
 def test_force_replaces_only_an_earlier_export_after_verification(demo_export, tmp_path):
     logdir, out, _ = demo_export
     target = tmp_path / "exports" / "target"
@@ -319,6 +343,7 @@ def test_the_demos_export_builds_each_network_once_and_reports_the_same(demo_exp
     (calibration, logits under other weights, the SavedModel and timing reuse them), plus one training-mode graph
     per BatchNorm re-estimation: five graphs in all. The result is the demo's export."""
     from eps_resnet import network
+    from eps_resnet.export_request import ExportRequest
     from eps_resnet.prune import export
     from eps_resnet.tfcompat import tfv1
     logdir, out, _ = demo_export
@@ -330,8 +355,9 @@ def test_the_demos_export_builds_each_network_once_and_reports_the_same(demo_exp
         graphs.append(tfv1.get_default_graph())
         return forward(*args, **kwargs)
     monkeypatch.setattr(network, "forward", counted)
-    again = export(logdir, str(tmp_path / "again"), baseline=report["baseline_logdir"], quantize="dynamic",
-                   recompute_bn=report["recomputed_bn"]["images"] // 64, log=lambda m: None)
+    again = export(logdir, str(tmp_path / "again"), ExportRequest(
+        baseline=report["baseline_logdir"], quantize="dynamic", recompute_bn=report["recomputed_bn"]["images"] // 64),
+        log=lambda m: None)
     assert len(set(map(id, graphs))) == len(graphs) == 5
     for key in ("discarded", "val_error_export", "val_error_gated", "baseline_val_error", "recomputed_bn",
                 "params_after", "flops_after", "verification"):

@@ -71,6 +71,7 @@ def fill(path):
 
 # ---- 1. export paths --------------------------------------------------------------------------------------
 def test_export_never_writes_into_over_or_beside_a_run(tiny_run, tmp_path):
+    from eps_resnet.export_request import ExportRequest
     from eps_resnet.prune import export
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -93,7 +94,7 @@ def test_export_never_writes_into_over_or_beside_a_run(tiny_run, tmp_path):
                 (str(mine), "not an export of prune_export")]                    # not ours, even with --force
     for out, message in refusals:
         with pytest.raises(UserError, match=message):
-            export(a, out, force=True)
+            export(a, out, ExportRequest(force=True))
     assert listing(str(tmp_path)) == before
     assert not [p for p in os.listdir(str(tmp_path)) + os.listdir(str(runs)) if p.startswith(".export-")]
 
@@ -273,6 +274,7 @@ def damage(logdir, how):
                                           ("run.json", "run.json is damaged"),
                                           ("discards.jsonl", "discards.jsonl line 1 is not an epoch record")])
 def test_damaged_run_files_give_one_line_for_resume_and_export(tiny_run, tmp_path, how, message):
+    from eps_resnet.export_request import ExportRequest
     from eps_resnet.prune import export
     logdir = copy_run(tiny_run, tmp_path)
     damage(logdir, how)
@@ -280,7 +282,7 @@ def test_damaged_run_files_give_one_line_for_resume_and_export(tiny_run, tmp_pat
     assert_one_line_error(run_script("train_cifar.py", *TINY, "--max-epoch", "3", "--logdir", logdir, "--resume"),
                           message)
     with pytest.raises(UserError, match=message):
-        export(logdir, str(tmp_path / "export"), measure=False)
+        export(logdir, str(tmp_path / "export"), ExportRequest(measure=False))
     assert listing(logdir) == before and not (tmp_path / "export").exists()
 
 
@@ -445,6 +447,7 @@ def test_unreadable_imagenet_images_are_skipped_in_training_and_validation(tmp_p
 def test_criterion_ema_reads_the_record_of_the_exported_checkpoints_epoch(tiny_run, tmp_path):
     """The released rule (moving average of is_discarded == 1) must read the epoch of the checkpoint being exported,
     not the last record: here epoch 1's record says res1.0 was closed and epoch 2's says it was open."""
+    from eps_resnet.export_request import ExportRequest
     from eps_resnet.prune import export
     logdir = copy_run(tiny_run, tmp_path)
     path = os.path.join(logdir, "discards.jsonl")
@@ -452,8 +455,8 @@ def test_criterion_ema_reads_the_record_of_the_exported_checkpoints_epoch(tiny_r
     records[0]["blocks"]["res1.0"]["is_discarded"] = 1.0
     with open(path, "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in records))
-    first = export(logdir, str(tmp_path / "e1"), checkpoint="3", criterion="ema", verify=False, measure=False,
-                   log=lambda *a: None)
-    last = export(logdir, str(tmp_path / "e2"), checkpoint="6", criterion="ema", verify=False, measure=False,
-                  log=lambda *a: None)
+    first = export(logdir, str(tmp_path / "e1"), ExportRequest(checkpoint="3", criterion="ema", verify=False,
+                                                              measure=False), log=lambda *a: None)
+    last = export(logdir, str(tmp_path / "e2"), ExportRequest(checkpoint="6", criterion="ema", verify=False,
+                                                             measure=False), log=lambda *a: None)
     assert first["discarded"] == ["res1.0"] and last["discarded"] == []
