@@ -111,11 +111,12 @@ def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
     if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise UserError("--gpu %r: ids must be distinct and >= 0" % text)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
-    from .tfcompat import tf
-    visible = len(tf.config.list_physical_devices("GPU"))
+    from .tfcompat import gpu_probe_message, visible_gpus
+    visible = len(visible_gpus())
     if visible < len(ids):
-        raise UserError("--gpu %s asks for %d GPU(s) but %d are visible; check nvidia-smi, or drop --gpu to train "
-                        "on the CPU" % (text, len(ids), visible))
+        said = gpu_probe_message()
+        raise UserError("--gpu %s asks for %d GPU(s) but %d are visible%s; check nvidia-smi, or drop --gpu to train "
+                        "on the CPU" % (text, len(ids), visible, " (CUDA: %s)" % said if said else ""))
     return tuple(range(len(ids)))  # after CUDA_VISIBLE_DEVICES, TensorFlow numbers them from 0
 
 

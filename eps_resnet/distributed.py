@@ -81,13 +81,13 @@ class Ranks:
 
     def allgather(self, obj):
         """[obj of rank 0, obj of rank 1, ...] on every rank (any picklable objects)."""
-        from .tfcompat import tf, tfv1
+        from .tfcompat import session, tf, tfv1
         payload = np.frombuffer(pickle.dumps(obj), np.uint8)
         with tf.Graph().as_default():
             data = tfv1.placeholder(tf.uint8, [None])
             sizes = self.hvd.allgather(tf.reshape(tf.size(data), [1]), name="eps_resnet_gather_sizes")
             joined = self.hvd.allgather(data, name="eps_resnet_gather_data")
-            with tfv1.Session(config=self.session_config()) as sess:
+            with session(config=self.session_config()) as sess:
                 sizes, joined = sess.run([sizes, joined], {data: payload})
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         return [pickle.loads(joined[a:b].tobytes()) for a, b in zip(bounds[:-1], bounds[1:])]

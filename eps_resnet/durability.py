@@ -169,10 +169,11 @@ class TolerantInferenceRunner(InferenceRunner):
 
 
 class WeightsInit(SessionInit):
-    """Initialise from a checkpoint's weights only (--load): not its step counter, learning rate, ε, mean
-    image, gate statistics or optimiser slots, which belong to the run that wrote it."""
+    """Initialise from a checkpoint's weights only (--load): not its step counter, learning rate, ε, weight decay,
+    mean image, gate statistics or optimiser slots, which belong to the run that wrote it."""
 
-    NOT_WEIGHTS = ("global_step", "learning_rate", "epsilon", "mean_image", "channel_mean", "channel_std")
+    NOT_WEIGHTS = ("global_step", "learning_rate", "epsilon", "weight_decay", "mean_image", "channel_mean",
+                   "channel_std")
 
     def __init__(self, ckpt):
         self.ckpt = ckpt

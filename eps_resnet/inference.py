@@ -15,7 +15,7 @@ from . import UserError
 from . import network
 from .network import gate_constants
 from .plan import Plan
-from .tfcompat import tf, tfv1
+from .tfcompat import session, tf, tfv1
 from .tfgraph import find_shared_variable
 
 from tensorpack.tfutils.tower import PredictTowerContext
@@ -36,7 +36,7 @@ class InferenceGraph:
 
     def session(self, checkpoint: Optional[str] = None) -> "tfv1.Session":
         """A session on this graph, its variables restored from `checkpoint` (or freshly initialised)."""
-        sess = tfv1.Session(graph=self.graph)
+        sess = session(graph=self.graph)
         with self.graph.as_default():
             if checkpoint is None:
                 sess.run(tfv1.global_variables_initializer())
@@ -95,7 +95,7 @@ class BuiltNetwork:
         self.plan = plan
         self.net = build_inference_graph(plan, epsilon=epsilon, image_shape=image_shape, switchable=switchable)
         check_checkpoint_matches(plan, checkpoint, net=self.net)
-        self.sess = tfv1.Session(graph=self.net.graph)
+        self.sess = session(graph=self.net.graph)
         with self.net.graph.as_default():
             self._saver = restore(self.sess, checkpoint)
         self.checkpoint = checkpoint
@@ -157,7 +157,7 @@ def write_variables(variables: Dict[str, np.ndarray], prefix: str):
         held = {name: tfv1.Variable(value, name=name.replace("/", "_") + "_", trainable=False)
                 for name, value in variables.items()}  # any op name: the Saver writes the names given here
         saver = tfv1.train.Saver(var_list=held)
-        with tfv1.Session(graph=graph) as sess:
+        with session(graph=graph) as sess:
             sess.run(tfv1.variables_initializer(list(held.values())))
             saver.save(sess, prefix, write_meta_graph=False, write_state=False)
 

@@ -15,7 +15,7 @@ import numpy as np
 from .inference import restore
 from . import network
 from .plan import Plan
-from .tfcompat import tf, tfv1
+from .tfcompat import session, tf, tfv1
 
 from tensorpack.tfutils.tower import TowerContext
 
@@ -50,7 +50,7 @@ def recompute_bn_statistics(plan: Plan, checkpoint: str, batches: Iterable[np.nd
                 raise RuntimeError("BatchNorm %s does not read moving statistics" % op.name)
             layers.append(moving + (mean, variance))
         saver = tfv1.train.Saver(var_list={v.op.name: v for v in variables.values()})
-        with tfv1.Session(graph=graph) as sess:
+        with session(graph=graph) as sess:
             restore(sess, checkpoint)
             old_variance = sess.run([layer[1] for layer in layers])
             count, means, squares = 0, None, None

@@ -2,7 +2,9 @@
 
 TensorFlow's C++ runtime prints a handful of lines (CUDA probing, oneDNN notice) while it loads,
 before any log level applies. We capture file descriptor 2 during the import and replay the capture
-only if the import fails, so a broken install still explains itself.
+only if the import fails, so a broken install still explains itself. CUDA's first probe for GPUs, later,
+prints an error line on every machine without a GPU driver; visible_gpus() makes that probe quietly and keeps
+what it said for an error that needs it (--gpu on a machine whose GPUs are not visible).
 """
 import os
 import sys
@@ -11,14 +13,14 @@ import tempfile
 # Importing this module runs eps_resnet/__init__ first (its parent package): legacy Keras is selected.
 
 
-def _import_quietly():
+def _quietly(work):
+    """(work(), what the C++ runtime wrote to stderr meanwhile); replayed if work() fails."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import tensorflow
-            import tensorpack  # noqa: F401  (loads TensorFlow's Keras layers: also noisy)
+            result = work()
         except BaseException:
             os.dup2(saved, 2)
             capture.seek(0)
@@ -27,12 +29,43 @@ def _import_quietly():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+        capture.seek(0)
+        return result, capture.read().decode("utf-8", "replace")
+
+
+def _import_tensorflow():
+    import tensorflow
+    import tensorpack  # noqa: F401  (loads TensorFlow's Keras layers: also noisy)
     return tensorflow
 
 
-tf = _import_quietly()
+tf = _quietly(_import_tensorflow)[0]
 tfv1 = tf.compat.v1
 tf.get_logger().setLevel("ERROR")
+
+_gpu_probe = None  # (GPUs, what CUDA said while probing), after the first visible_gpus()
+
+
+def visible_gpus() -> list:
+    """The GPUs TensorFlow sees; the first call in a process probes CUDA quietly (see the module's docstring)."""
+    global _gpu_probe
+    if _gpu_probe is None:
+        _gpu_probe = _quietly(lambda: tf.config.list_physical_devices("GPU"))
+    return _gpu_probe[0]
+
+
+def gpu_probe_message() -> str:
+    """The last line CUDA printed while looking for GPUs ("" when it said nothing)."""
+    visible_gpus()
+    lines = [line.split("] ", 1)[-1] for line in _gpu_probe[1].splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def session(**kwargs):
+    """tfv1.Session(**kwargs), after the quiet GPU probe (a session's creation would otherwise make it aloud)."""
+    visible_gpus()
+    return tfv1.Session(**kwargs)
+
 
 # tensorpack's export helper still calls the TF1 graph_util module.
 import tensorpack.tfutils.export as _tp_export  # noqa: E402

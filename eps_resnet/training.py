@@ -26,7 +26,7 @@ from .recipes import Recipe, build_plan
 from .rundir import (DISCARDS_FILE, discarded_in_record, LOADING_DIR, PLAN_FILE, Run, RunLock, has_content,
                      read_records, read_settings, read_stats, release_locks, resolve_checkpoint, set_aside_unfinished_start,
                      snapshot_checkpoint, trim_for_resume, write_settings)
-from .tfcompat import tf, tfv1
+from .tfcompat import session, tf, tfv1, visible_gpus
 
 from tensorpack import (ClassificationError, DataParallelInferenceRunner, EstimatedTimeLeft, HorovodTrainer, QueueInput, ScalarPrinter,
                         ScalarStats, SimpleTrainer, SmartInit,
@@ -174,7 +174,7 @@ def join_ranks(recipe: Recipe) -> Optional[Ranks]:
         return None
     ranks = Ranks()
     logger.info("Horovod: rank %d of %d (local rank %d)" % (ranks.rank, ranks.size, ranks.local_rank))
-    if ranks.is_chief and tf.config.list_physical_devices("GPU") and not ranks.hvd.nccl_built():
+    if ranks.is_chief and visible_gpus() and not ranks.hvd.nccl_built():
         logger.warn("Horovod was built without GPU allreduce (NCCL): every gradient goes through host memory; "
                     "rebuild with HOROVOD_GPU_OPERATIONS=NCCL make horovod")
     return ranks
@@ -302,7 +302,7 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
     towers = 1 if ranks else max(1, len(recipe.gpus))
     # NCHW only where a GPU runs the towers: CPU kernels of some builds support NHWC only (AvgPool on AMD CPUs),
     # and replicated towers asked for GPUs that are not there fall back to the CPU.
-    on_gpu = (bool(recipe.gpus) or ranks is not None) and bool(tf.config.list_physical_devices("GPU"))
+    on_gpu = bool(visible_gpus()) and (bool(recipe.gpus) or ranks is not None)
     plan = build_plan(recipe)
     if is_chief:  # a wrong log directory fails before the data is loaded
         logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)
@@ -401,7 +401,7 @@ class InitialisingSessionCreator(NewSessionCreator):
         self.config.intra_op_parallelism_threads = self.threads
         self.config.inter_op_parallelism_threads = self.ops_at_once
         initialisers = [tfv1.global_variables_initializer(), tfv1.local_variables_initializer()]
-        sess = tfv1.Session(target=self.target, config=self.config)
+        sess = session(target=self.target, config=self.config)
         sess.run(initialisers)
         return sess
 
@@ -430,7 +430,7 @@ def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None,
     Auto-clustering must be set in this config: tf.config.optimizer.set_jit() does not reach a v1 Session. On a
     CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow loads (cli.recipe_from_args)."""
     cores = ranks.cores if ranks else cores_per_process()
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    on_gpu = bool(visible_gpus())
     batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
     threads = threads_per_op(plan, batch, cores, on_gpu) if plan else cores
     # the default config, not a "user-provided" one (that prints warnings)

@@ -46,6 +46,9 @@ def test_demo_shows_discards_collapse_and_the_comparison(demo):
         assert ("[x] " if holds else "[ ] NOT MET: ") + text in out
     for name in ("block_map", "discard_ratio", "group_proportions", "weight_collapse", "error_curves"):
         assert os.path.getsize(os.path.join(demo["export"], "figures", name + ".png")) > 5000
+    # what a newcomer reads: no traceback, and no CUDA error line from probing a machine without GPUs
+    said = out + demo["proc"].stderr
+    assert "Traceback" not in said and "failed call to cuInit" not in said
 
 
 def test_every_epoch_scores_the_network_the_export_keeps(demo):

@@ -114,10 +114,11 @@ def test_epsilon_policy_keeps_the_gates_open_through_the_warm_up():
 
 
 def test_weight_decay_steps_down_from_the_epoch_whose_first_step_passes_the_boundary():
-    # SVHN-like: 4,722 steps an epoch, x0.2 every 480,000 steps (the released code's in-graph staircase)
-    policy = WeightDecayPolicy(2e-4, every=480000, steps_per_epoch=4722)
+    # SVHN: 604,388 images at batch 128 are 4,721 steps an epoch; x0.2 every 480,000 steps (the released code)
+    policy = WeightDecayPolicy(2e-4, every=480000, steps_per_epoch=4721)
     assert policy.value_at_start(0) == 2e-4
-    assert policy.end_of_epoch(101) == 2e-4            # epoch 102 starts at step 476,922: not yet
-    assert policy.end_of_epoch(102) == 2e-4 * 0.2      # epoch 103 starts at step 481,644
-    assert policy.value_at_start(204) == pytest.approx(2e-4 * 0.2 ** 2)  # step 963,288
+    assert policy.end_of_epoch(101) == 2e-4            # epoch 102 starts at step 476,821: not yet
+    assert policy.end_of_epoch(102) == 2e-4 * 0.2      # epoch 103 starts at step 481,542
+    assert policy.value_at_start(204) == pytest.approx(2e-4 * 0.2 ** 2)  # step 963,084
+    assert policy.value_at_start(203) == pytest.approx(2e-4 * 0.2)       # step 958,363
     assert WeightDecayPolicy(4e-3, every=None, steps_per_epoch=100).end_of_epoch(10 ** 6) == 4e-3

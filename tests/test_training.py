@@ -80,11 +80,12 @@ def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     assert not glob.glob(os.path.join(logdir, "model-8.*"))
 
 
-def test_two_towers_share_one_epsilon(tmp_path):
+def test_two_towers_share_one_epsilon_and_weight_decay(tmp_path):
     """The replicated multi-GPU trainer's graph, on this CPU (towers fall back to the CPU).
 
     ε is 0 in epoch 1 and huge from then on: a tower that read its own, never-updated copy of ε would keep
-    its gates open in epoch 2. Both towers' gates must close together when the schedule changes."""
+    its gates open in epoch 2. Both towers' gates must close together when the schedule changes. The weight
+    decay steps down x0.2 every 3 steps, counted at each epoch's first step (schedule.WeightDecayPolicy)."""
     logdir = str(tmp_path / "towers")
     proc = run_script("tests/programs/two_towers.py", logdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -102,8 +103,11 @@ def test_two_towers_share_one_epsilon(tmp_path):
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("TOWERS ", "SEEN ")))
     assert len(json.loads(out["TOWERS"])) == 2
     seen = json.loads(out["SEEN"])
-    assert [row[1:] for row in seen if row[0] == 1] == [[0.0, 0.0]] * 3
-    assert [row[1:] for row in seen if row[0] == 2] == [[1.0, 1.0]] * 3
+    assert [row[1:3] for row in seen if row[0] == 1] == [[0.0, 0.0]] * 3
+    assert [row[1:3] for row in seen if row[0] == 2] == [[1.0, 1.0]] * 3
+    assert [row[3] for row in seen] == pytest.approx([4e-3] * 3 + [4e-3 * 0.2] * 3)
+    with open(os.path.join(logdir, "stats.json")) as f:
+        assert [s["weight_decay"] for s in json.load(f)] == pytest.approx([4e-3, 4e-3 * 0.2])
     import tensorflow as tf
     names = set(tf.train.load_checkpoint(os.path.join(logdir, "model-6")).get_variable_to_shape_map())
     assert "epsilon" in names and not [n for n in names if n.endswith("/epsilon") or "tower1/learning_rate" in n]
