@@ -28,7 +28,8 @@ import eps_resnet  # noqa: E402,F401
 def validation_cost(n, removed_fraction, rounds, images=360, batch=32):
     """(seconds gated alone, seconds gated + reduced) per pass over `images`, median of interleaved rounds."""
     from eps_resnet.inference import interleaved_times
-    from eps_resnet.model import EpsResNet, reduced_network_keep
+    from eps_resnet.model import EpsResNet
+    from eps_resnet.network import reduced_network_keep
     from eps_resnet.recipes import CIFAR10
     from eps_resnet.plan import cifar_plan
     from eps_resnet.tfcompat import tf, tfv1

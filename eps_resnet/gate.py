@@ -97,8 +97,8 @@ def gated_sum(shortcut, residual, keep, branch_on=None):
       select costs a broadcast pass, and the two element-wise passes fuse under XLA.
     - `branch_on` = (T == 1, T == 0) (training on a CPU, where these predicates are already in host memory):
       Switch/Merge ops pick shortcut + F (one pass, as the plain network's sum), the shortcut itself (no pass), or
-      shortcut + T·F in the band; the gradient branches the same way. One pass less forward and one back per
-      block: the gates' op time in a ResNet-32 step at batch 128 fell from 23 ms to 8 ms (bench/profile_step.py).
+      shortcut + T·F in the band; the gradient branches the same way: one pass less forward and one back per
+      block (README, "Benchmarks").
 
     The gradient is written by hand (`_gated_sum_gradient`), attached the way tf.custom_gradient does it, to an
     IdentityN over the result and the inputs. tf.custom_gradient itself scans every variable of the graph on each

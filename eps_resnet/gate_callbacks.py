@@ -11,7 +11,7 @@ from tabulate import tabulate
 from . import UserError
 from .fileio import disk_error_hint
 from .gate import average_gate_statistics, unpack_gate_statistics
-from .model import REDUCED_KEEP
+from .network import REDUCED_KEEP
 from .plan import Plan
 from .rundir import counts_as_discarded
 from .tfcompat import tfv1

@@ -14,7 +14,7 @@ from . import UserError
 from . import network
 from .gate import add_tower_gate_statistics
 from .methods import training_methods
-from .network import IMAGENET_MEAN, IMAGENET_STD, gate_constants
+from .network import IMAGENET_MEAN, IMAGENET_STD, gate_constants, reduced_network_keep
 from .plan import CIFAR_STYLE, Plan
 from .recipes import Recipe
 from .tfcompat import tf, tfv1
@@ -24,23 +24,6 @@ from tensorpack import ModelDesc
 from tensorpack.models import regularize_cost
 from tensorpack.tfutils.summary import add_moving_summary
 from tensorpack.tfutils.tower import TowerFunc, get_current_tower_context
-
-REDUCED_KEEP = "reduced_network_keep"
-
-
-def reduced_network_keep(gated_blocks: int):
-    """The graph's `reduced_network_keep` flags (see EpsResNet.reduced_tower_func): a local variable, so never in a
-    checkpoint; all True until set."""
-    graph = tfv1.get_default_graph()
-    found = graph.get_collection(REDUCED_KEEP)
-    if found:
-        return found[0]
-    with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
-        var = tfv1.get_variable(REDUCED_KEEP, shape=[gated_blocks], dtype=tf.bool, initializer=tfv1.ones_initializer(),
-                                trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES], use_resource=True)
-    graph.add_to_collection(REDUCED_KEEP, var)
-    return var
-
 
 def imagenet_normalisation(aug: str = "intended"):
     """(mean, std) per RGB input channel, for pixels scaled to [0, 1].

@@ -27,6 +27,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+REDUCED_KEEP = "reduced_network_keep"
+
+
+def reduced_network_keep(gated_blocks: int):
+    """The graph's flags of the network an export would keep, one per gated block (validation builds it:
+    model.EpsResNet.validation_tower_func; gate_callbacks.GateAgreement sets them each epoch): a local variable,
+    so never in a checkpoint; all True until set."""
+    graph = tfv1.get_default_graph()
+    found = graph.get_collection(REDUCED_KEEP)
+    if found:
+        return found[0]
+    with graph.name_scope(None), tfv1.variable_scope(tfv1.VariableScope(reuse=False, name="")):
+        var = tfv1.get_variable(REDUCED_KEEP, shape=[gated_blocks], dtype=tf.bool, initializer=tfv1.ones_initializer(),
+                                trainable=False, collections=[tfv1.GraphKeys.LOCAL_VARIABLES], use_resource=True)
+    graph.add_to_collection(REDUCED_KEEP, var)
+    return var
+
+
 def gate_constants(epsilon: float, branch: bool = False) -> GateConstants:
     """The gates' constants of one tower, reading the graph's ε variable (created at `epsilon` if new) once."""
     value = shared_scalar_variable("epsilon", epsilon)

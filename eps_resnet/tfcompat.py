@@ -75,9 +75,9 @@ _tp_export.graph_util = tfv1.graph_util
 # Graph building in linear time. TensorFlow 2 enables "tensor equality", under which every hash or == of a
 # variable first asks whether it runs eagerly (a walk of the context stack). tf-keras's legacy layers, under
 # every tensorpack layer, put all global variables in a set and search the trainable list on each add_weight,
-# so a deep network paid for that walk O(variables²) times: 504 s to start the 752-layer ResNet, 38 s for
-# ResNet-110. TensorFlow 1, which tensorpack was written for, compared tensors by identity; restoring that
-# makes the same checks cost nothing and leaves graph-mode behaviour unchanged.
+# so a deep network paid for that walk O(variables²) times (README, "Several GPUs and deep networks"). TensorFlow
+# 1, which tensorpack was written for, compared tensors by identity; restoring that makes the same checks cost
+# nothing and leaves graph-mode behaviour unchanged.
 tfv1.disable_tensor_equality()
 # That still leaves a Python-level __hash__ and __eq__ on every variable, called about 30 million times while the
 # 752-layer network is built (tf-keras turns the global variables into a set on each add_weight). With tensor

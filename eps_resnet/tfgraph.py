@@ -39,8 +39,8 @@ def add_vector_moving_summary(tags, values, decay=0.95):
     """Moving averages of the scalars in `values` (a vector), with one variable and one update op per step.
 
     Same numbers and summary tags as tensorpack's add_moving_summary (EMA with zero-debias, one tag per element),
-    but a 375-block network gets one update instead of 750 small EMA subgraphs, which cost about 4% of a
-    ResNet-32 training step on CPU. Unlike tensorpack's EMAs these variables are saved in checkpoints, so a
+    but a 375-block network gets one update instead of 750 small EMA subgraphs (each a few ops run every step).
+    Unlike tensorpack's EMAs these variables are saved in checkpoints, so a
     resumed run continues the discard statistics instead of restarting them. Returns the current averages.
     """
     graph = tfv1.get_default_graph()

@@ -383,12 +383,10 @@ class InitialisingSessionCreator(NewSessionCreator):
     """tensorpack's NewSessionCreator (its default config: soft placement, GPU memory growth), made cheaper for
     deep graphs, running ops on `threads` threads each (intra-op) and `ops_at_once` ops in parallel (inter-op).
 
-    Each graph TensorFlow's session has not seen yet, and each new set of fetches, costs a pass over
-    the whole graph that grows faster than the graph (3 s at the 752-layer network's 106,000 ops). tensorpack
-    adds an op between its two initialiser runs, paying for two of each; here both initialisers are built
-    first and run together (local variables are the monitors' moving averages, initialised from zeros). It also
-    skips tensorpack's check that no initialiser waits on a queue, a backward walk that tests membership in a
-    list: 2.3 s there, and our initialisers read no input.
+    Each graph the session has not seen yet, and each new set of fetches, costs a pass that grows faster than
+    the graph: tensorpack adds an op between its two initialiser runs, paying for two; here both initialisers
+    are built first and run together (local variables are the monitors' moving averages, from zeros). Its check
+    that no initialiser waits on a queue is skipped too: a quadratic walk, and our initialisers read no input.
 
     Threads are set here, when the session is made: HorovodTrainer rewrites the config before that with the
     machine's whole core count, blind to a process pinned to fewer cores."""
@@ -406,9 +404,8 @@ class InitialisingSessionCreator(NewSessionCreator):
         return sess
 
 
-# A CPU thread joins an op's work only for at least this many multiply-accumulates per layer and step. Measured
-# on 2 cores (bench/peers.py --sessions): ResNet-32 at batch 128 (275 M per layer) ran 0.81x the time with 2
-# threads per op; at batch 32 (69 M) alike; the demo's 16x16 digits at batch 32 (17 M) ran 1.49x the time.
+# A CPU thread joins an op's work only for at least this many multiply-accumulates per layer and step: below it
+# a second thread per op slowed the demo's steps (README, "Several GPUs and deep networks").
 MACS_PER_THREAD = 50e6
 
 
@@ -436,10 +433,8 @@ def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None,
     # the default config, not a "user-provided" one (that prints warnings)
     creator = InitialisingSessionCreator(threads, cores)
     if not on_gpu and not recipe.grappler:
-        # Grappler rewrites the whole graph once per new set of fetches (the training step, the step with
-        # summaries, validation, ...), and its passes grow faster than the graph (ResNet-362 started in 45 s
-        # without, 80 s with it). On a CPU it makes steps faster only at small batches (6-20% at batch 32, none at
-        # 128; bench/peers.py --grappler all), so a machine without GPUs runs the graph as built unless --grappler.
+        # Grappler rewrites the whole graph once per new set of fetches at a cost that grows faster than the graph,
+        # and on a CPU speeds up only small batches (README, "Benchmarks"): without GPUs, only with --grappler.
         creator.config.graph_options.rewrite_options.disable_meta_optimizer = True
     if recipe.xla:
         creator.config.graph_options.optimizer_options.global_jit_level = tfv1.OptimizerOptions.ON_1

@@ -240,7 +240,7 @@ def test_validation_tower_scores_the_reduced_network_an_export_builds_and_skips_
     """The validation tower's `reduced/` network (EpsResNet.validation_tower_func), given keep flags, computes the
     logits of the plain network of plan.without(removed) bit for bit, and never runs a removed residual branch."""
     from eps_resnet.inference import build_inference_graph
-    from eps_resnet.model import reduced_network_keep
+    from eps_resnet.network import reduced_network_keep
     from tensorpack.tfutils.tower import PredictTowerContext
     plan = cifar_plan(2)
     removed = ["res1.1", "res2.0"]  # the second block removes a down-sampling block: its shortcut stays
