@@ -22,6 +22,7 @@ from typing import List, Optional
 from . import UserError
 from .fileio import atomic_write_text
 from .guard import run_stage, start_stage
+from .export_request import check_recompute_bn
 from .methods import check_channel_threshold
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,9 +257,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             check_channel_threshold(float(args.channel_threshold))
         except ValueError:
-            raise UserError("--channel-threshold takes a channel norm >= 0, got %r" % args.channel_threshold)
-    if args.recompute_bn < 0:
-        raise UserError("--recompute-bn takes a number of batches >= 0, got %d" % args.recompute_bn)
+            raise UserError("--channel-threshold takes a finite channel norm >= 0, got %r" % args.channel_threshold)
+    check_recompute_bn(args.recompute_bn)
     try:
         train_args = shlex.split(args.train_args)
     except ValueError as e:

@@ -1,5 +1,6 @@
 """What an export is asked to do (prune_export.py's flags, the arguments of prune.export) as one value, checked
 without TensorFlow so that a bad flag is answered before anything heavy loads."""
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -35,6 +36,8 @@ class ExportRequest:
     channel_threshold: Optional[float] = None
 
     def check(self) -> "ExportRequest":
+        if self.epsilon is not None and not math.isfinite(self.epsilon):  # argparse's float() takes "nan", "inf"
+            raise UserError("--epsilon must be a finite number, got %r" % (self.epsilon,))
         if self.criterion not in CRITERIA:
             raise UserError("--criterion must be one of %s, got %r" % (", ".join(CRITERIA), self.criterion))
         if self.quantize is not None and self.quantize not in QUANTIZE:

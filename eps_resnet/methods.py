@@ -13,6 +13,7 @@ In training a method may add a term to the loss (`training_cost`; the gates need
 network), callbacks (`training_callbacks`) and a part of each epoch's record (`epoch_record`); at export it
 decides (`decide`).
 """
+import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
@@ -201,8 +202,9 @@ class ChannelSlots(PruningMethod):
 
 
 def check_channel_threshold(threshold: Optional[float]):
-    if threshold is not None and not threshold >= 0:
-        raise UserError("--channel-threshold takes a channel norm >= 0 (0: keep every channel), got %r" % (threshold,))
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        raise UserError("--channel-threshold takes a finite channel norm >= 0 (0: keep every channel), got %r"
+                        % (threshold,))
 
 
 # ---- which methods ---------------------------------------------------------------------------------------------

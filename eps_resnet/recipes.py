@@ -5,6 +5,7 @@ directory). `dataclasses.replace(recipe, field=value)` gives a variant; `validat
 """
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -132,6 +133,8 @@ class Recipe:
     def validate(self):
         for o in OPTIONS.values():  # the bounds and choices of the option table
             value = getattr(self, o.field)
+            if isinstance(value, float) and not math.isfinite(value):  # argparse's float() takes "nan" and "inf"
+                raise UserError("%s must be a finite number, got %r" % (o.long, value))
             if o.at_least is not None and value is not None and not value >= o.at_least:
                 raise UserError("%s must be >= %g%s, got %r" % (o.long, o.at_least, " " + o.why if o.why else "",
                                                                 value))

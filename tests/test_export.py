@@ -309,7 +309,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.mark.parametrize("flag,value,says", [("--version", "0", "--version must be a positive integer"),
                                              ("--recompute-bn", "-1", "--recompute-bn takes a number"),
                                              ("--calib-batches", "0", "--calib-batches takes a number"),
-                                             ("--channel-threshold", "-1", "--channel-threshold takes")])
+                                             ("--channel-threshold", "-1", "--channel-threshold takes"),
+                                             ("--channel-threshold", "inf", "--channel-threshold takes a finite"),
+                                             ("--epsilon", "inf", "--epsilon must be a finite")])
 def test_a_bad_export_flag_is_answered_before_tensorflow_loads(tmp_path, flag, value, says):
     proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, os.path.join(ROOT, "prune_export.py"),
                            str(tmp_path / "no-run"), "--out", str(tmp_path / "x"), flag, value],

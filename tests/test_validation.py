@@ -146,6 +146,15 @@ def test_a_zero_the_user_typed_is_not_replaced_by_a_default():
         dataclasses.replace(CIFAR10, image_size=0).validate()
 
 
+@pytest.mark.parametrize("argv,says", [(("-e", "nan"), "--epsilon must be"), (("-e", "inf"), "--epsilon must be a finite"),
+                                       (("--channel-penalty", "inf"), "--channel-penalty must be a finite"),
+                                       (("-e", "auto", "--epsilon-start", "1", "--epsilon-tolerance", "inf"),
+                                        "--epsilon-tolerance must be a finite")])
+def test_a_number_the_user_typed_must_be_finite(argv, says):
+    with pytest.raises(UserError, match=says):
+        parse(CIFAR10, *argv).validate()
+
+
 def test_a_network_too_large_for_the_machine_is_refused_before_allocation():
     from eps_resnet.recipes import build_plan, check_fits_in_memory, machine_memory_bytes
     huge = parse(DIGITS_DEMO, "--width", "1000").validate()
