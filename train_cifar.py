@@ -13,6 +13,7 @@ import argparse
 
 import eps_resnet  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from eps_resnet import UserError, cli, guard
+from eps_resnet.options import add_option
 from eps_resnet.recipes import CIFAR10, CIFAR100, DIGITS_DEMO
 
 
@@ -31,7 +32,7 @@ def recipe_from_command_line(argv=None):
     parser.add_argument("--cifar100", action="store_true", help="CIFAR-100 instead of CIFAR-10")
     parser.add_argument("--demo", action="store_true",
                         help="train on scikit-learn's bundled handwritten digits (no download) with demo settings")
-    cli.add_mean_from_flag(parser, base)
+    add_option(parser, "mean_from", base.mean_from)
     args = parser.parse_args(argv)
     recipe = cli.recipe_from_args(base, args)
     return recipe, args.dry_run

@@ -16,7 +16,7 @@ def recipe_from_command_line(argv=None):
     """(the recipe the command line asks for, whether it is a dry run)."""
     parser = cli.base_parser(__doc__, SVHN, cli.cifar_network_flags(SVHN))
     add_option(parser, "svhn_jitter", SVHN.svhn_jitter)
-    cli.add_mean_from_flag(parser, SVHN)
+    add_option(parser, "mean_from", SVHN.mean_from)
     args = parser.parse_args(argv)
     recipe = cli.recipe_from_args(SVHN, args)
     return recipe, args.dry_run

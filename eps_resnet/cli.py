@@ -96,10 +96,6 @@ def add_checkpoint_data_flags(p: argparse.ArgumentParser):
                    help="use the first N validation batches of 64 (default: the whole split)")
 
 
-def add_mean_from_flag(p: argparse.ArgumentParser, recipe: Recipe):
-    add_option(p, "mean_from", recipe.mean_from)
-
-
 def parse_gpus(text: Optional[str]) -> Tuple[int, ...]:
     """'0,1' -> (0, 1); selects those GPUs for TensorFlow and checks that they exist."""
     if text is None or text.strip() == "":

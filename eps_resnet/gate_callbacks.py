@@ -116,8 +116,7 @@ class AutoEpsilon(Callback):
                             "resume from an earlier checkpoint of the warm-up" % checkpoint)
         r = self.recipe
         images, labels = holdout_arrays(r.dataset, r.holdout, r.data_dir, self.plan.image_size, r.imagenet_aug)
-        batch = r.batch // max(1, len(r.gpus)) if r.batch_is_total else r.batch  # a tower's, as the gates see
-        choice = choose_from_checkpoint(self.plan, checkpoint, images, labels, r.epsilon_tolerance, batch)
+        choice = choose_from_checkpoint(self.plan, checkpoint, images, labels, r.epsilon_tolerance, r.batch_per_tower)
         choice["epoch"] = self.start
         try:
             atomic_write_text(os.path.join(self.logdir, EPSILON_FILE), json.dumps(choice, indent=1) + "\n")

@@ -83,6 +83,12 @@ class Recipe:
         return self.epsilon_tolerance is not None
 
     @property
+    def batch_per_tower(self) -> int:
+        """The batch one tower (GPU, or the CPU) trains on, which the gates decide over; validate() checks that a
+        total batch divides over the GPUs."""
+        return self.batch // max(1, len(self.gpus)) if self.batch_is_total else self.batch
+
+    @property
     def engine(self):
         """How training runs: "horovod" (one process per GPU; chosen when started by horovodrun unless asked
         otherwise), "replicated" (one process, several --gpu towers) or "single"."""
@@ -241,7 +247,7 @@ def machine_memory_bytes() -> int:
 def check_fits_in_memory(plan: Plan, recipe: Recipe):
     """Refuse, before anything is allocated, a network that cannot train in this machine's memory (on GPUs only
     the weights' host copy is checked: the towers' memory is the GPUs')."""
-    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
+    batch = recipe.batch_per_tower
     need = plan.training_bytes(batch) if not recipe.gpus else 4 * (plan.num_params + plan.side_params)
     have = machine_memory_bytes()
     if need > have:

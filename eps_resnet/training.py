@@ -306,7 +306,7 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
     plan = build_plan(recipe)
     if is_chief:  # a wrong log directory fails before the data is loaded
         logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)
-    batch_per_tower = recipe.batch // towers if recipe.batch_is_total else recipe.batch  # validate(): divides
+    batch_per_tower = recipe.batch_per_tower
     train_df, val_df, mean = data or build_data(recipe, plan, batch_per_tower, write_cache=is_chief)
     model = EpsResNet(plan, recipe, on_gpu, mean_image=mean,
                       channel_stats=imagenet_normalisation(recipe.imagenet_aug))
@@ -428,8 +428,7 @@ def session_creator(recipe: Recipe, ranks: Optional[Ranks] = None,
     CPU it also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit before TensorFlow loads (cli.recipe_from_args)."""
     cores = ranks.cores if ranks else cores_per_process()
     on_gpu = bool(visible_gpus())
-    batch = recipe.batch // max(1, len(recipe.gpus)) if recipe.batch_is_total else recipe.batch
-    threads = threads_per_op(plan, batch, cores, on_gpu) if plan else cores
+    threads = threads_per_op(plan, recipe.batch_per_tower, cores, on_gpu) if plan else cores
     # the default config, not a "user-provided" one (that prints warnings)
     creator = InitialisingSessionCreator(threads, cores)
     if not on_gpu and not recipe.grappler:

@@ -209,3 +209,11 @@ def test_the_option_table_covers_every_recipe_field_and_each_script_takes_its_fl
         script.recipe_from_command_line(["--dry-run"])
         missing = [name for field in fields for name in OPTIONS[field].names if name not in taken]
         assert not missing, (script.__name__, missing)
+
+
+def test_a_towers_batch_is_the_total_shared_over_the_gpus_or_the_batch_itself():
+    import dataclasses
+    from eps_resnet.recipes import IMAGENET
+    assert dataclasses.replace(CIFAR10, gpus=(0, 1)).batch_per_tower == 128  # CIFAR's --batch is per GPU
+    assert dataclasses.replace(IMAGENET, gpus=(0, 1, 2, 3)).batch_per_tower == 64  # ImageNet's is the total
+    assert IMAGENET.batch_per_tower == 256  # on the CPU, one tower
