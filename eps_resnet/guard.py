@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from . import UserError
 from .fileio import is_write_failure, write_failure_reason
@@ -35,24 +35,48 @@ def main_guard(main, interrupted: str = INTERRUPTED):
     install_stop_handlers()
     try:
         result = main()
-    except UserError as e:
-        if not e.quiet:
-            say("error: %s" % e)
-        exit_now(2)
     except KeyboardInterrupt:
         say(interrupted)
         exit_now(130)
-    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing is left to say to it
-        _silence_stdout()
-        exit_now(141)  # 128 + SIGPIPE, what a shell reports for a command that met a closed pipe
     except Exception as e:
-        if not is_write_failure(e):
+        code = _exit_code_for(e)
+        if code is None:
             raise
+        exit_now(code)
+    exit_now(result or 0)
+
+
+def _exit_code_for(e: Exception) -> Optional[int]:
+    """Say what the user needs to know of `e`, raised by a command's main(), and return its exit code; None for a
+    fault of ours, whose traceback is wanted."""
+    if _state["stopping"] or _raised_by_an_interrupt(e):
+        # the interrupt unwound through library code that failed on its way out (TensorFlow's device scope,
+        # interrupted mid-graph-construction, raises IndexError): still the user's stop, not a fault
+        say(_state["interrupted"])
+        return 130
+    if isinstance(e, UserError):
+        if not e.quiet:
+            say("error: %s" % e)
+        return 2
+    if isinstance(e, BrokenPipeError):  # the reader of our output went away (`| head`): nothing is left to say
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command that met a closed pipe
+    if is_write_failure(e):
         where = getattr(e, "filename", None) or "a file"
         say("error: cannot write %s (%s); free disk space (or fix the permissions), then try again (a training run: "
             "with --resume)" % (where, write_failure_reason(e)))
-        exit_now(2)
-    exit_now(result or 0)
+        return 2
+    return None
+
+
+def _raised_by_an_interrupt(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _silence_stdout():
