@@ -143,7 +143,11 @@ def recipe_from_args(recipe: Recipe, args: argparse.Namespace, **extra) -> Recip
             os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
     changes["gpus"] = parse_gpus(args.gpus)
     changes.update(extra)
-    return dataclasses.replace(recipe, **changes)
+    recipe = dataclasses.replace(recipe, **changes)
+    if not recipe.gpus and recipe.engine != "horovod":
+        # no --gpu means the CPU (--help): unhidden, TensorFlow would place the graph on GPU 0 in the CPU's layout
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return recipe
 
 
 def plan_table(plan: Plan, gated: bool) -> str:

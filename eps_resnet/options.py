@@ -112,7 +112,8 @@ OPTIONS = _options(
            help="dataflow worker processes; none: from the cores, min(40, cores/2) for ImageNet, min(4, cores/2) for "
                 "CIFAR/SVHN; 0: load in the training process"),
     Option("gpus", ("--gpu",), resume=OPERATIONAL, type=str, metavar="IDS",
-           help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: CPU"),
+           help="comma-separated GPU ids, e.g. 0,1 (several: synchronous multi-GPU training); none: the CPU, "
+                "GPUs hidden (a Horovod rank: its local GPU)"),
     Option("trainer", ("--trainer",), resume=OPERATIONAL, type=str, choices=TRAINERS,
            help="multi-GPU engine: replicated (one process, --gpu), or horovod (one process per GPU, several "
                 "machines: start with horovodrun); auto picks horovod when started by horovodrun"),

@@ -300,9 +300,9 @@ def set_up_rank(recipe: Recipe, ranks: Optional[Ranks], data: Optional[tuple]) -
     is_chief = ranks is None or ranks.is_chief
     recipe = per_rank_recipe(recipe, ranks) if ranks else recipe
     towers = 1 if ranks else max(1, len(recipe.gpus))
-    # NCHW only where a GPU runs the towers: CPU kernels of some builds support NHWC only (AvgPool on AMD CPUs),
-    # and replicated towers asked for GPUs that are not there fall back to the CPU.
-    on_gpu = bool(visible_gpus()) and (bool(recipe.gpus) or ranks is not None)
+    # NCHW only where a GPU runs the towers (CPU kernels of some builds support NHWC only: AvgPool on AMD CPUs);
+    # without --gpu the command line hid the GPUs (cli.recipe_from_args)
+    on_gpu = bool(visible_gpus())
     plan = build_plan(recipe)
     if is_chief:  # a wrong log directory fails before the data is loaded
         logdir, resume_ckpt, lock = prepare_logdir(recipe, plan)

@@ -1,6 +1,7 @@
 """A printed training command, parsed by its script's own parser, gives back the recipe it was made from."""
 import dataclasses
 import json
+import os
 import shlex
 
 import pytest
@@ -79,3 +80,15 @@ def test_the_seed_flag():
         train_cifar.recipe_from_command_line(["--demo", "--seed", "one"])
     with pytest.raises(UserError):
         train_cifar.recipe_from_command_line(["--demo", "--cifar100"])
+
+
+def test_no_gpu_flag_means_tensorflow_sees_no_gpu(monkeypatch):
+    """--help promises the CPU without --gpu: a visible GPU would get the graph, laid out for the CPU (NHWC)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    train_cifar.recipe_from_command_line(["--demo"])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    # a Horovod rank keeps them: it takes the GPU of its local rank
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    train_cifar.recipe_from_command_line(["--demo"])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
