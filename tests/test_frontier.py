@@ -80,11 +80,15 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     assert os.path.getsize(os.path.join(out, "frontier.png")) > 10000
     assert "select half" in open(os.path.join(out, "frontier.md")).read()
 
-    # export the first point beyond the trained ε: verified against that reduced network, error as measured
+    # export the first point beyond the trained ε, and the frontier again with the export's re-estimated
+    # statistics (20 batches, the same fixed seed), side by side
     point = points[1]
-    export = str(tmp_path / "export")
-    proc = run_script("prune_export.py", demo["eps"], "--out", export, "--epsilon", point["epsilon"], "--no-timing",
-                      check=True)
+    export, again = str(tmp_path / "export"), str(tmp_path / "frontier-bn")
+    exporting, proc = run_scripts(
+        ("prune_export.py", demo["eps"], "--out", export, "--epsilon", point["epsilon"], "--no-timing"),
+        ("-m", "eps_resnet.frontier", demo["eps"], "--out", again, "--recompute-bn", "20", "--max-error-increase", "3"),
+        check=True)
+    # the export is verified against that reduced network, its error as the frontier measured
     exported = json.load(open(os.path.join(export, "report.json")))
     assert sorted(exported["discarded"]) == point["removed_blocks"]
     assert exported["export_epsilon"] == point["epsilon"] and exported["epsilon"] == report["epsilon"]
@@ -92,32 +96,29 @@ def test_frontier_of_the_demo_run_and_an_export_at_one_of_its_points(demo, tmp_p
     assert exported["error_change"] == pytest.approx(point["val_error"] - report["val_error_gated"], abs=1e-9)
     assert exported["verification"]["top1_agreement"] == 1.0
     assert exported["verification"]["max_abs_diff"] <= 1e-3
-    assert "above the trained ε" in proc.stdout and "points" in proc.stdout
-
-    # with the export's re-estimated statistics (20 batches, the same fixed seed) the first point is the export
-    again = str(tmp_path / "frontier-bn")
-    proc = run_script("-m", "eps_resnet.frontier", demo["eps"], "--out", again, "--recompute-bn", "20",
-                      "--max-error-increase", "3", check=True)
+    assert "above the trained ε" in exporting.stdout and "points" in exporting.stdout
+    # with re-estimated statistics the first point is the demo's export
     recomputed = json.load(open(os.path.join(again, "frontier.json")))
     assert recomputed["recompute_bn"] == 20 and "re-estimated for each point's network on 1280" in proc.stdout
     assert recomputed["points"][0]["val_error"] == pytest.approx(report["val_error_export"], abs=1e-9)
     assert [p["removed_blocks"] for p in recomputed["points"]] == [p["removed_blocks"] for p in points]
     assert recomputed["suggestion"]["export_command"].endswith("--recompute-bn 20")
-    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out", str(tmp_path / "y"),
-                                     "--recompute-bn", "-2"), "--recompute-bn takes a number of training batches")
-    assert not os.path.exists(str(tmp_path / "y"))
 
     # requests that cannot be met: one line each, nothing written
-    assert_one_line_error(run_script("prune_export.py", demo["eps"], "--out", str(tmp_path / "x"), "--epsilon",
-                                     report["epsilon"] / 2, "--no-timing"), "below the run's trained ε")
-    assert_one_line_error(run_script("prune_export.py", demo["plain"], "--out", str(tmp_path / "x"), "--epsilon", "9"),
-                          "plain ResNet run")
-    assert_one_line_error(run_script("prune_export.py", demo["eps"], "--out", str(tmp_path / "x"), "--epsilon", "9",
-                                     "--criterion", "ema"), "drop --criterion ema")
-    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["plain"], "--out", str(tmp_path / "x")),
-                          "plain ResNet run")
-    assert_one_line_error(run_script("-m", "eps_resnet.frontier", demo["eps"], "--out",
-                                     os.path.join(demo["eps"], "frontier")), "inside the training run")
+    x = str(tmp_path / "x")
+    refusals = [  # (what the error line says, the command)
+        ("--recompute-bn takes a number of training batches",
+         ("-m", "eps_resnet.frontier", demo["eps"], "--out", x, "--recompute-bn", "-2")),
+        ("below the run's trained ε",
+         ("prune_export.py", demo["eps"], "--out", x, "--epsilon", report["epsilon"] / 2, "--no-timing")),
+        ("plain ResNet run", ("prune_export.py", demo["plain"], "--out", x, "--epsilon", "9")),
+        ("drop --criterion ema", ("prune_export.py", demo["eps"], "--out", x, "--epsilon", "9", "--criterion", "ema")),
+        ("plain ResNet run", ("-m", "eps_resnet.frontier", demo["plain"], "--out", x)),
+        ("inside the training run",
+         ("-m", "eps_resnet.frontier", demo["eps"], "--out", os.path.join(demo["eps"], "frontier"))),
+    ]
+    for (said, _), proc in zip(refusals, run_scripts(*[command for _, command in refusals])):
+        assert_one_line_error(proc, said)
     assert not os.path.exists(str(tmp_path / "x")) and not os.path.exists(os.path.join(demo["eps"], "frontier"))
 
 
