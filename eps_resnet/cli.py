@@ -203,9 +203,10 @@ def run_training(recipe: Recipe, dry_run: bool = False) -> int:
     if "discarded" in summary:
         lines.append("discarded blocks: %d of %d%s" % (len(summary["discarded"]), summary["gated_blocks"],
                                                        (": " + ", ".join(summary["discarded"])) if summary["discarded"] else ""))
-    if "channels" in summary:
-        c = summary["channels"]
-        lines.append("channel slots below norm %g: %d of %d (prune_export.py removes them; --channel-threshold "
-                     "sets another norm)" % (c["threshold"], c["below_threshold"], c["slots"]))
+    from .methods import training_methods
+    for method in training_methods(recipe):
+        line = method.report_key in summary and method.trained_line(summary[method.report_key])
+        if line:
+            lines.append(line)
     print("\n".join(lines))
     return 0

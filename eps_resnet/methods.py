@@ -92,6 +92,14 @@ class PruningMethod:
         """`decision` narrowed by this method; files it writes go into `folder`."""
         return decision
 
+    def trained_line(self, record: dict) -> Optional[str]:
+        """What the closing summary of training says of this method's part of the last epoch's record."""
+        return None
+
+    def decided_line(self, details: dict) -> Optional[str]:
+        """What the export says of this method's part of the decision (`decision.details[report_key]`)."""
+        return None
+
 
 # ---- ε-ResNet ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -178,6 +186,13 @@ class ChannelSlots(PruningMethod):
         put_scalar("channels/share_below_threshold", below / len(norms))
         return {"slots": len(norms), "below_threshold": below, "threshold": DEFAULT_THRESHOLD,
                 "norm_percentiles": [float(q) for q in np.percentile(norms, [0, 10, 50, 90, 100])]}
+
+    def trained_line(self, record: dict) -> str:
+        return ("channel slots below norm %g: %d of %d (prune_export.py removes them; --channel-threshold sets "
+                "another norm)" % (record["threshold"], record["below_threshold"], record["slots"]))
+
+    def decided_line(self, details: dict) -> str:
+        return "channels: %d of %d removed below norm %g" % (details["removed"], details["slots"], details["threshold"])
 
     def decide(self, run, decision: Decision, folder: str) -> Decision:
         """Slots below the threshold in the network the gates left; a channel reduction writes the sliced

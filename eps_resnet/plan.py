@@ -301,11 +301,6 @@ class Plan:
         blocks = tuple(dataclasses.replace(b, residual=False) if b.name in names else b for b in self.blocks)
         return dataclasses.replace(self, blocks=blocks)
 
-    def reduce(self, reduction) -> "Plan":
-        """The plan a `reduction.Reduction` leaves: blocks removed, every convolution as wide as its kept channels."""
-        from .reduction import reduced_plan
-        return reduced_plan(self, reduction)
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["blocks"] = [dataclasses.asdict(b) for b in self.blocks]

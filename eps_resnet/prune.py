@@ -36,7 +36,7 @@ from .methods import Calibration, Decision, PruningMethod, Reference, check_expo
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
 from . import rundir
-from .reduction import REDUCTION_FILE, Reduction
+from .reduction import REDUCTION_FILE, Reduction, reduced_plan
 from .rundir import (DISCARDS_FILE, EXPORT_MARKER, PLAN_FILE, Run, is_export, record_of_epoch,
                      resolve_checkpoint)
 
@@ -310,10 +310,11 @@ def export(logdir: str, out: str, request: ExportRequest = ExportRequest(), log=
         if decision.reference:
             decision.details[decision.reference.method].update(check_reference(decision.reference, reduced, images,
                                                                                labels))
-        if "channels" in decision.details:
-            channels = decision.details["channels"]
-            log("channels: %d of %d removed below norm %g" % (channels["removed"], channels["slots"],
-                                                              channels["threshold"]))
+        for method in methods:
+            if method.report_key in decision.details:
+                line = method.decided_line(decision.details[method.report_key])
+                if line:
+                    log(line)
         weights = reduced_weights(run, reduced, decision, images, labels, r.data_dir, r.recompute_bn, base, staging,
                                   log)
         saved_model, tflite = write_artefacts(reduced, decision, staging, r.version, r.quantize)
@@ -365,7 +366,7 @@ def decide(run: RunInfo, trained: BuiltNetwork, images: np.ndarray, methods: Lis
                         checkpoint=run.checkpoint)
     for method in methods:
         decision = method.decide(run, decision, folder)
-    return replace(decision, plan=run.plan.reduce(decision.reduction))
+    return replace(decision, plan=reduced_plan(run.plan, decision.reduction))
 
 
 def check_reference(reference: Reference, reduced: BuiltNetwork, images, labels) -> dict:

@@ -7,6 +7,7 @@ import pytest
 
 from eps_resnet.channels import TINY, channel_groups, channels_to_keep, masked_variables, penalty_tensor, slot_norms
 from eps_resnet.plan import cifar_plan, imagenet_plan
+from eps_resnet.reduction import reduced_plan
 from eps_resnet.tfcompat import tf, tfv1
 
 
@@ -154,7 +155,7 @@ def test_removing_zeroed_channels_leaves_the_logits_as_they_were(tmp_path):
     assert evidence["removed"] == int(gone.sum()) == 2 + 1 + 8 + 64
     assert all(np.array_equal(again[k], zeroed[k]) for k in zeroed)
 
-    reduced = plan.reduce(reduction)
+    reduced = reduced_plan(plan, reduction)
     assert reduced.stem_channels == 14 and reduced.blocks[0].inner_channels == (8,)
     assert reduced.num_params < plan.num_params
     write_variables(zeroed, str(tmp_path / "zeroed"))
@@ -188,7 +189,7 @@ def test_a_group_all_below_the_threshold_keeps_its_strongest_channel():
     assert len(reduction.kept_channels["res2.0/pad"]) == 1 and len(reduction.kept_channels["res3.0/pad"]) == 1
     assert evidence["removed"] == groups.num_slots - 4 and evidence["smallest_kept_norm"] == 0.0
     assert evidence["largest_removed_norm"] == 0.0
-    reduced = plan.reduce(reduction)
+    reduced = reduced_plan(plan, reduction)
     assert [(b.name, b.in_channels, b.inner_channels, b.out_channels) for b in reduced.blocks if b.residual] == [
         ("res2.0", 1, (1,), 2)]
 
@@ -226,8 +227,8 @@ def test_the_comparison_trains_exports_and_tables_every_method(tmp_path):
         assert report["params_after"] < report["params_before"] == rows["plain"]["params"]
         reduction = Reduction.load(os.path.join(export, "reduction.json"))
         assert reduction.prunes_channels
-        assert Plan.load(os.path.join(export, "plan.json")) == Plan.load(
-            os.path.join(logdir, "plan.json")).reduce(reduction)
+        assert Plan.load(os.path.join(export, "plan.json")) == reduced_plan(
+            Plan.load(os.path.join(logdir, "plan.json")), reduction)
         assert "Channels: %d of %d channel slots removed" % (channels["removed"], channels["slots"]) \
             in open(os.path.join(export, "report.md")).read()
         # the run records the slots' norms each epoch, and a printed command carries the regulariser on
@@ -237,6 +238,8 @@ def test_the_comparison_trains_exports_and_tables_every_method(tmp_path):
         assert run.recipe["channel_penalty"] == 0.01
         assert "--channel-penalty 0.01" in str(training_command(run.recipe))
         assert "channel slots below norm 0.05: " in open(os.path.join(out, "logs", "train-%s-seed1.txt" % name)).read()
+        assert "channels: %d of %d removed below norm 0.2" % (channels["removed"], channels["slots"]) \
+            in open(os.path.join(out, "logs", "export-%s-seed1.txt" % name)).read()
     assert rows["both"]["blocks_removed"] >= 1 and rows["eps"]["epsilon"] is not None
     assert rows["plain"]["channels_removed"] == 0 and rows["plain"]["blocks_removed"] == 0
     text = open(os.path.join(docs, "comparison.md")).read()
@@ -269,7 +272,7 @@ def test_removing_zeroed_channels_is_exact_on_wide_bottleneck_and_imagenet_netwo
     second = groups.group_slots().get(emptied + "/conv2", [])
     assert reduction.removed_blocks == (emptied,)
     assert evidence["removed"] == int(gone.sum()) + int((~gone[second]).sum())
-    reduced = plan.reduce(reduction)
+    reduced = reduced_plan(plan, reduction)
     write_variables(zeroed, str(tmp_path / "zeroed"))
     write_variables(slice_variables(plan, reduction, zeroed), str(tmp_path / "sliced"))
     size = plan.image_size

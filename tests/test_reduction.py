@@ -6,7 +6,8 @@ import pytest
 
 from eps_resnet import UserError
 from eps_resnet.plan import cifar_plan, imagenet_plan
-from eps_resnet.reduction import REDUCTION_FILE, Reduction, channel_layout, kept_positions, slice_variables
+from eps_resnet.reduction import (REDUCTION_FILE, Reduction, channel_layout, kept_positions, reduced_plan,
+                                  slice_variables)
 
 
 def test_cifar_zero_padding_carries_channels_on_and_pads_start_groups():
@@ -38,7 +39,7 @@ def test_wide_and_imagenet_conv_shortcuts_start_groups_and_bottlenecks_have_two_
 def test_reduced_counts_checked_by_hand():
     """ResNet-8 (n=1), 32x32: the stem keeps 8 of 16 channels, res1.0's inner convolution 4 of 16."""
     plan = cifar_plan(1)
-    reduced = plan.reduce(Reduction(kept_channels={"conv0": tuple(range(8)), "res1.0/conv1": (0, 5, 6, 15)}))
+    reduced = reduced_plan(plan, Reduction(kept_channels={"conv0": tuple(range(8)), "res1.0/conv1": (0, 5, 6, 15)}))
     assert [(b.in_channels, b.inner_channels, b.out_channels) for b in reduced.blocks] == [
         (8, (4,), 8), (8, (32,), 24), (24, (64,), 56)]
     assert [b.padding for b in reduced.blocks[1:]] == [(8, 8), (16, 16)]
@@ -52,17 +53,17 @@ def test_reduced_counts_checked_by_hand():
         + 8 * 8 * 9 * (24 * 64 + 64 * 56) + 56 * 10
     assert reduced.flops == flops == 6119984
     # padded channels kept unevenly: 2 of the 8 before, 3 of the 8 after
-    uneven = plan.reduce(Reduction(kept_channels={"res2.0/pad": (0, 1, 8, 9, 10)}))
+    uneven = reduced_plan(plan, Reduction(kept_channels={"res2.0/pad": (0, 1, 8, 9, 10)}))
     assert uneven.blocks[1].padding == (2, 3) and uneven.blocks[2].padding == (16, 16)
     assert uneven.blocks[2].in_channels == 21
     # nothing named: the plan itself; blocks only: Plan.without
-    assert plan.reduce(Reduction()) == plan
-    assert plan.reduce(Reduction(("res2.0",))) == plan.without(["res2.0"])
+    assert reduced_plan(plan, Reduction()) == plan
+    assert reduced_plan(plan, Reduction(("res2.0",))) == plan.without(["res2.0"])
 
 
 def test_a_bottlenecks_inner_convolutions_reduce_separately():
     plan = imagenet_plan(50)
-    reduced = plan.reduce(Reduction(kept_channels={"group0/block1/conv2": tuple(range(10))}))
+    reduced = reduced_plan(plan, Reduction(kept_channels={"group0/block1/conv2": tuple(range(10))}))
     block = reduced.block("group0/block1")
     assert block.inner_channels == (64, 10)
     assert block.residual_params == 2 * 256 + 256 * 64 + 2 * 64 + 9 * 64 * 10 + 2 * 10 + 10 * 256
@@ -83,7 +84,7 @@ def test_reduction_files_and_mistakes(tmp_path):
                          (Reduction(kept_channels={"conv0": (3, 1)}), "distinct ascending"),
                          (Reduction(kept_channels={"conv0": (16,)}), "below 16")):
         with pytest.raises(UserError, match=message):
-            plan.reduce(bad)
+            reduced_plan(plan, bad)
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(UserError, match="not JSON"):
         Reduction.load(str(tmp_path / "broken.json"))
