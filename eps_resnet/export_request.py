@@ -8,7 +8,8 @@ from . import UserError
 from .methods import check_channel_threshold
 
 CRITERIA = ("calibration", "ema")  # the blocks' removal rule: held-out responses below ε, or the released code's
-QUANTIZE = ("dynamic",)            # TFLite flavours besides float32
+TFLITE_FILES = {None: "model.tflite", "dynamic": "model_dynamic.tflite"}  # by --quantize flavour (None: float32)
+QUANTIZE = tuple(q for q in TFLITE_FILES if q is not None)
 
 
 @dataclass(frozen=True)

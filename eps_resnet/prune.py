@@ -31,7 +31,7 @@ from .commands import number, training_command
 from .data import build_dataflow, dataset_info
 from .fileio import atomic_write_text
 from .inference import BuiltNetwork, interleaved_times
-from .export_request import ExportRequest, check_calib_batches
+from .export_request import TFLITE_FILES, ExportRequest, check_calib_batches
 from .methods import Calibration, Decision, PruningMethod, Reference, check_export_epsilon, export_methods
 from .outputs import ADD, REPLACE, Staging, check_out
 from .plan import Plan
@@ -45,7 +45,6 @@ MAX_ABS_DIFF = 1e-3
 CALIBRATION_BATCH = 64  # the gated model decides its gates per batch of this many calibration images
 
 STANDALONE_CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standalone_check.py")
-TFLITE_FILES = {None: "model.tflite", "dynamic": "model_dynamic.tflite"}
 
 
 @dataclass
